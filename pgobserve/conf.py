@@ -1,0 +1,69 @@
+"""pgobserve's settings, one function each, read from ``settings.PGOBSERVE``.
+
+Every setting is read at call time, so tests can override them with
+``override_settings``. The defaults are what a single-host deployment wants.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+
+def _get(name: str, default: Any) -> Any:
+    return getattr(settings, "PGOBSERVE", {}).get(name, default)
+
+
+def models() -> list[str]:
+    """Model labels ("app_label.ModelName") whose tables get notify triggers."""
+    return list(_get("MODELS", []))
+
+
+def channel() -> str:
+    """The PostgreSQL NOTIFY channel the triggers send on and the listener LISTENs to."""
+    return _get("CHANNEL", "pgobserve")
+
+
+def database() -> str:
+    """The Django database alias that holds the observed tables."""
+    return _get("DATABASE", "default")
+
+
+def shards() -> int:
+    """How many shard groups each table's pks are spread over.
+
+    A consumer watching one row joins one shard group, so it wakes for about 1/SHARDS
+    of the table's changes; a 100,000-row UPDATE costs at most SHARDS + 1 group messages
+    per coalescing window. 64 balances the two (see bench/README.md).
+    """
+    return int(_get("SHARDS", 64))
+
+
+def coalesce_seconds() -> float:
+    """How long the listener waits after a notification to gather more before sending.
+
+    0 still batches everything that arrived together (the listener sends while the next
+    notifications queue up); a few milliseconds trades latency for fewer messages.
+    """
+    return float(_get("COALESCE_MS", 0)) / 1000.0
+
+
+def max_pks_per_message() -> int:
+    """Upper bound on pks in one group message, so a huge UPDATE never makes a huge message."""
+    return int(_get("MAX_PKS_PER_MESSAGE", 5000))
+
+
+def in_process_listener() -> bool:
+    """Run the listener as a task inside the ASGI process (development, the demo)."""
+    return bool(_get("IN_PROCESS_LISTENER", False))
+
+
+def leader_lock_key() -> int:
+    """The ``pg_advisory_lock`` key that elects one leading listener among several."""
+    return int(_get("LEADER_LOCK_KEY", 0x70676F62))  # "pgob"
+
+
+def max_query_rows() -> int:
+    """Most rows a query subscription may hold; a larger snapshot is refused with 413."""
+    return int(_get("MAX_QUERY_ROWS", 1000))

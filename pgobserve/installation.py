@@ -1,0 +1,108 @@
+"""Install, uninstall and inspect the generated triggers in a database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connections, transaction
+
+from . import conf, registry, sql
+
+INSTALLED, OUTDATED, MISSING, ORPHANED = "installed", "outdated", "missing", "orphaned"
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    table: str
+    state: str  # INSTALLED, OUTDATED, MISSING or ORPHANED
+    model: str | None = None
+
+
+def specs() -> list[sql.TableSpec]:
+    return [sql.spec_for_model(m, conf.channel()) for m in registry.observed_models()]
+
+
+def _installed_comments(alias: str) -> dict[str, dict[str, str | None]]:
+    """table → {trigger name → comment} for every pgobserve trigger in the search path."""
+    query = """
+        SELECT c.relname, t.tgname, obj_description(t.oid, 'pg_trigger')
+        FROM pg_trigger t
+        JOIN pg_class c ON c.oid = t.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE t.tgname = ANY(%s) AND NOT t.tgisinternal
+          AND n.nspname = ANY(current_schemas(false))
+    """
+    found: dict[str, dict[str, str | None]] = {}
+    with connections[alias].cursor() as cursor:
+        cursor.execute(query, [list(sql.TRIGGER_NAMES.values())])
+        for table, trigger, comment in cursor.fetchall():
+            found.setdefault(table, {})[trigger] = comment
+    return found
+
+
+def status(alias: str | None = None) -> list[TableStatus]:
+    alias = alias or conf.database()
+    installed = _installed_comments(alias)
+    result = []
+    for model in registry.observed_models():
+        spec = sql.spec_for_model(model, conf.channel())
+        comments = installed.pop(spec.table, {})
+        expected = sql.signature(spec)
+        if not comments:
+            state = MISSING
+        elif set(comments) == set(sql.TRIGGER_NAMES.values()) and set(comments.values()) == {
+            expected
+        }:
+            state = INSTALLED
+        else:
+            state = OUTDATED
+        result.append(TableStatus(spec.table, state, model._meta.label))
+    result += [TableStatus(table, ORPHANED) for table in sorted(installed)]
+    return result
+
+
+def install_sql(spec: sql.TableSpec) -> list[str]:
+    return sql.render_install(spec)
+
+
+def install(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[str, list[str]]]:
+    """Install or refresh the triggers of every observed table that is not current.
+
+    Returns (table, statements) for each table changed (or, with ``dry_run``, to change).
+    """
+    alias = alias or conf.database()
+    current = {s.table for s in status(alias) if s.state == INSTALLED}
+    done = []
+    for spec in specs():
+        if spec.table in current:
+            continue
+        statements = sql.render_install(spec)
+        if not dry_run:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        done.append((spec.table, statements))
+    return done
+
+
+def uninstall(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[str, list[str]]]:
+    """Remove pgobserve's triggers and functions from observed and orphaned tables."""
+    alias = alias or conf.database()
+    done = []
+    for entry in status(alias):
+        if entry.state == MISSING:
+            continue
+        statements = sql.render_drop(sql.TableSpec(entry.table, "unused", conf.channel()))
+        if not dry_run:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+        done.append((entry.table, statements))
+    return done
+
+
+def queue_usage(alias: str | None = None) -> float:
+    """Fraction of PostgreSQL's NOTIFY queue in use: near 1.0 means a listener is stuck."""
+    with connections[alias or conf.database()].cursor() as cursor:
+        cursor.execute("SELECT pg_notification_queue_usage()")
+        return float(cursor.fetchone()[0])

@@ -1,0 +1,147 @@
+"""``manage.py pgobserve install|uninstall|status|listen|makemigration``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import pprint
+import signal
+import string
+from pathlib import Path
+
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+from django.db.migrations.loader import MigrationLoader
+
+import pgobserve
+from pgobserve import conf, installation, registry, sql
+from pgobserve.listener import Listener, conninfo_for_alias
+
+TEMPLATE = Path(pgobserve.__file__).parent / "migrations_templates" / "pgobserve_triggers.py-tpl"
+
+
+class Command(BaseCommand):
+    help = "Install, inspect and run pgobserve's database triggers and listener."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True)
+        for name, text in [
+            ("install", "install or refresh the notify triggers of every observed table"),
+            ("uninstall", "remove every pgobserve trigger and function"),
+        ]:
+            p = sub.add_parser(name, help=text)
+            p.add_argument("--dry-run", action="store_true", help="print the SQL, change nothing")
+            p.add_argument(
+                "--database", default=None, help="database alias (default: PGOBSERVE DATABASE)"
+            )
+        p = sub.add_parser("status", help="per observed table: installed / outdated / missing")
+        p.add_argument("--database", default=None)
+        p = sub.add_parser("listen", help="LISTEN and forward changes to the channel layer")
+        p.add_argument("--database", default=None)
+        p = sub.add_parser(
+            "makemigration", help="write a migration that installs an app's triggers"
+        )
+        p.add_argument("app_label")
+        p.add_argument("--name", default="pgobserve_triggers")
+
+    def handle(self, *args, subcommand, **options):
+        return getattr(self, "handle_" + subcommand)(**options)
+
+    # install / uninstall / status -------------------------------------------------------
+
+    def handle_install(self, database=None, dry_run=False, **_):
+        self._print_changes(installation.install(database, dry_run=dry_run), dry_run, "installed")
+
+    def handle_uninstall(self, database=None, dry_run=False, **_):
+        self._print_changes(installation.uninstall(database, dry_run=dry_run), dry_run, "removed")
+
+    def _print_changes(self, changes, dry_run, verb):
+        if not changes:
+            self.stdout.write("nothing to do: every observed table is already current")
+            return
+        for table, statements in changes:
+            if dry_run:
+                self.stdout.write(f"-- {table}")
+                self.stdout.write(";\n".join(statements) + ";\n")
+            else:
+                self.stdout.write(self.style.SUCCESS(f"{verb}: {table}"))
+
+    def handle_status(self, database=None, **_):
+        styles = {
+            installation.INSTALLED: self.style.SUCCESS,
+            installation.OUTDATED: self.style.WARNING,
+            installation.MISSING: self.style.ERROR,
+            installation.ORPHANED: self.style.WARNING,
+        }
+        entries = installation.status(database)
+        if not entries:
+            self.stdout.write('no observed models: list some in PGOBSERVE["MODELS"]')
+        for entry in entries:
+            label = entry.model or "(not observed: `pgobserve uninstall` removes it)"
+            self.stdout.write(
+                f"{styles[entry.state](entry.state.upper()):<20} {entry.table}  {label}"
+            )
+        usage = installation.queue_usage(database)
+        self.stdout.write(f"notification queue usage: {usage:.1%}")
+        if any(e.state in (installation.OUTDATED, installation.MISSING) for e in entries):
+            self.stdout.write("run `manage.py pgobserve install` to bring them up to date")
+
+    # listen -------------------------------------------------------------------------------
+
+    def handle_listen(self, database=None, **_):
+        if not logging.getLogger("pgobserve").handlers and not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("pgobserve").setLevel(logging.INFO)
+        conninfo = conninfo_for_alias(database)
+        connections.close_all()  # the listener has its own connection
+
+        async def main():
+            listener = Listener(conninfo)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, listener.stop)
+            await listener.run()
+
+        asyncio.run(main())
+
+    # makemigration ------------------------------------------------------------------------
+
+    def handle_makemigration(self, app_label, name="pgobserve_triggers", **_):
+        try:
+            app = apps.get_app_config(app_label)
+        except LookupError as exc:
+            raise CommandError(str(exc)) from None
+        models = [m for m in registry.observed_models() if m._meta.app_label == app_label]
+        if not models:
+            raise CommandError(
+                f'no observed model in app "{app_label}": add its models to PGOBSERVE["MODELS"]'
+            )
+        loader = MigrationLoader(None, ignore_no_migrations=True)
+        leaves = loader.graph.leaf_nodes(app_label)
+        migrations_dir = Path(app.path) / "migrations"
+        if not leaves or not migrations_dir.is_dir():
+            raise CommandError(
+                f'app "{app_label}" has no migrations yet: run `manage.py makemigrations '
+                f"{app_label}` first, so the trigger migration can depend on its tables"
+            )
+        number = (
+            max(int(n[:4]) for _, n in loader.graph.nodes if _ == app_label and n[:4].isdigit()) + 1
+        )
+        specs = [sql.spec_for_model(m, conf.channel()) for m in models]
+        forward = [s for spec in specs for s in sql.render_install(spec)]
+        backward = [s for spec in specs for s in sql.render_drop(spec)]
+        text = string.Template(TEMPLATE.read_text()).substitute(
+            app_label=app_label,
+            version=pgobserve.__version__,
+            template_version=sql.TEMPLATE_VERSION,
+            date=datetime.date.today().isoformat(),
+            tables=", ".join(spec.table for spec in specs),
+            forward=pprint.pformat(forward, width=100),
+            backward=pprint.pformat(backward, width=100),
+            dependencies=pprint.pformat(sorted(leaves)),
+        )
+        path = migrations_dir / f"{number:04d}_{name}.py"
+        path.write_text(text)
+        self.stdout.write(self.style.SUCCESS(f"wrote {path}"))
