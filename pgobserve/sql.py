@@ -177,7 +177,7 @@ def render_drop(spec: TableSpec) -> list[str]:
 
 
 def render_install(spec: TableSpec) -> list[str]:
-    """Statements that install (or replace) the table's function and triggers, run in one transaction."""
+    """Statements that install or replace the table's function and triggers (one transaction)."""
     comment = quote_literal(signature(spec))
     table = quote_ident(spec.table)
     statements = [render_function(spec)]
