@@ -1,0 +1,75 @@
+"""Settings of the test suite, and of the processes the tests start (listener, daphne).
+
+The database comes from ``tests/pgserver.py``. A process started by a test reaches the
+test database by ``PGOBSERVE_TEST_DBNAME`` (pytest-django's ``test_…`` database), and the
+channel layer is Redis when ``PGOBSERVE_TEST_LAYER=redis`` (with ``REDIS_URL``).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from tests.pgserver import django_database, dsn
+
+ROOT = Path(__file__).resolve().parent.parent
+# The example project's apps are importable by their short names ("tasks", ...).
+if str(ROOT / "example") not in sys.path:
+    sys.path.insert(0, str(ROOT / "example"))
+
+SECRET_KEY = "pgobserve-tests"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "channels",
+    "rest_framework",
+    "pgobserve",
+    "tests.testapp",
+    # --- example apps used by the end-to-end tests (added by the WebSocket work) ---
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+DATABASES = {"default": django_database(dsn())}
+if os.environ.get("PGOBSERVE_TEST_DBNAME"):
+    DATABASES["default"]["NAME"] = os.environ["PGOBSERVE_TEST_DBNAME"]
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["PGOBSERVE_TEST_DBNAME"]}
+
+PGOBSERVE = {
+    "MODELS": [
+        # --- tests.testapp models (database-side tests) ---
+        # --- example models (end-to-end tests) ---
+    ],
+}
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if os.environ.get("PGOBSERVE_TEST_LAYER") == "redis":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL or "redis://127.0.0.1:6379/0", "socket_timeout": None}],
+                "capacity": 10_000,
+                "prefix": os.environ.get("PGOBSERVE_TEST_REDIS_PREFIX", "pgobserve-tests"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10_000}}
+    }
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"pgobserve": {"handlers": ["console"], "level": "INFO"}},
+}
