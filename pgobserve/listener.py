@@ -30,6 +30,12 @@ from .payload import Change, PayloadError, TableChanges, decode, merge
 
 logger = logging.getLogger("pgobserve.listener")
 
+#: Longest time a burst of notifications is gathered into one batch.
+BURST_WINDOW = 0.05
+#: Event-loop turns the sender yields to see whether the reader still finds notifications
+#: (a socket read takes a few turns: readiness, callback, task resumption).
+BURST_YIELDS = 8
+
 #: Keys of Django's connection parameters that are not libpq connection options.
 _NOT_CONNINFO = {"cursor_factory", "context", "prepare_threshold", "pool", "server_side_binding"}
 
@@ -206,10 +212,20 @@ class Listener:
             await asyncio.gather(sender, return_exceptions=True)
 
     async def _sender(self, pending: list[Change], wake: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await wake.wait()
             if self.coalesce:
                 await asyncio.sleep(self.coalesce)
+            # A big statement's payloads arrive as a burst that takes several socket reads:
+            # keep yielding to the reader while it still finds more, so the burst is sent as
+            # one batch. A lone notification costs one loop iteration of latency.
+            deadline = loop.time() + BURST_WINDOW
+            seen = -1
+            while len(pending) != seen and loop.time() < deadline:
+                seen = len(pending)
+                for _ in range(BURST_YIELDS):
+                    await asyncio.sleep(0)
             wake.clear()
             batch = pending[:]
             pending.clear()

@@ -1,0 +1,213 @@
+"""Database side: what the triggers cost the writer, and what reaches the channel layer.
+
+    python bench/bench_triggers.py [--rows 100000] [--runs 5] [--commits 3000]
+
+Prints, side by side in one run on the same server:
+* a ``--rows``-row UPDATE with no trigger (baseline) vs with pgobserve's triggers;
+* the same UPDATE: notifications sent, group messages, time until all pks reached the layer;
+* single-row commits/s: raw ``pg_notify`` commits received by a LISTEN connection (baseline)
+  vs single-row UPDATE commits delivered through triggers + listener to a channel-layer group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import psycopg
+from common import configure_django, dsn, median, print_table
+
+from pgobserve import groups, sql
+from pgobserve.listener import Listener
+
+TABLE = "pgobserve_bench_item"
+SPEC = sql.TableSpec(TABLE, "id")
+
+
+def setup(conn: psycopg.Connection, rows: int) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    conn.execute(f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, value int, note text)")
+    conn.execute(
+        f"INSERT INTO {TABLE} (value, note) SELECT g, 'row ' || g FROM generate_series(1, %s) g",
+        (rows,),
+    )
+    conn.execute(f"VACUUM ANALYZE {TABLE}")
+
+
+def install(conn: psycopg.Connection, on: bool) -> None:
+    with conn.transaction():
+        for statement in sql.render_install(SPEC) if on else sql.render_drop(SPEC):
+            conn.execute(statement)
+
+
+def time_update(conn: psycopg.Connection, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        conn.execute(f"VACUUM {TABLE}")
+        start = time.perf_counter()
+        conn.execute(f"UPDATE {TABLE} SET value = value + 1")
+        times.append(time.perf_counter() - start)
+    return median(times)
+
+
+class Collector:
+    """A channel-layer consumer stand-in: receives on one channel and counts pks."""
+
+    def __init__(self, layer) -> None:
+        self.layer = layer
+        self.pks: set = set()
+        self.messages = 0
+
+    async def start(self, group: str) -> None:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(group, self.channel)
+
+    async def until(self, predicate, timeout: float = 60.0) -> None:
+        async def loop():
+            while not predicate():
+                message = await self.layer.receive(self.channel)
+                if message["type"] == "pgobserve.change":
+                    self.messages += 1
+                    self.pks.update(message["pks"] or [])
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def bulk_delivery(conninfo: str, rows: int) -> tuple[int, int, float]:
+    from channels.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer(capacity=100_000)
+    listener = Listener(conninfo, channel_layer=layer, lock_key=0x626E6368)
+    task = asyncio.create_task(listener.run())
+    await asyncio.wait_for(listener.listening.wait(), 10)
+    collector = Collector(layer)
+    await collector.start(groups.table_group(TABLE))
+    before = dict(listener.stats)
+    writer = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    start = time.perf_counter()
+    await writer.execute(f"UPDATE {TABLE} SET value = value + 1")
+    committed = time.perf_counter()
+    await collector.until(lambda: len(collector.pks) >= rows)
+    elapsed = time.perf_counter() - committed
+    await writer.close()
+    listener.stop()
+    await task
+    del start
+    notifications = listener.stats["notifications"] - before["notifications"]
+    messages = listener.stats["messages"] - before["messages"]
+    return notifications, messages, elapsed
+
+
+async def raw_notify_rate(conninfo: str, commits: int) -> float:
+    listen = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    await listen.execute("LISTEN pgobserve_bench_raw")
+    writer = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    received = 0
+
+    async def receive():
+        nonlocal received
+        async for _ in listen.notifies():
+            received += 1
+            if received >= commits:
+                return
+
+    receiver = asyncio.create_task(receive())
+    start = time.perf_counter()
+    for i in range(commits):
+        await writer.execute("SELECT pg_notify('pgobserve_bench_raw', %s)", (str(i),))
+    await asyncio.wait_for(receiver, 60)
+    elapsed = time.perf_counter() - start
+    await writer.close()
+    await listen.close()
+    return commits / elapsed
+
+
+async def delivered_rate(conninfo: str, commits: int) -> float:
+    from channels.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer(capacity=100_000)
+    listener = Listener(conninfo, channel_layer=layer, lock_key=0x626E6369)
+    task = asyncio.create_task(listener.run())
+    await asyncio.wait_for(listener.listening.wait(), 10)
+    collector = Collector(layer)
+    await collector.start(groups.table_group(TABLE))
+    writer = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    seen = 0
+
+    async def count():
+        nonlocal seen
+        while seen < commits:
+            message = await layer.receive(collector.channel)
+            if message["type"] == "pgobserve.change":
+                seen += len(message["pks"] or [])
+
+    counter = asyncio.create_task(count())
+    start = time.perf_counter()
+    for i in range(commits):
+        await writer.execute(f"UPDATE {TABLE} SET value = value + 1 WHERE id = %s", (i + 1,))
+    await asyncio.wait_for(counter, 60)
+    elapsed = time.perf_counter() - start
+    await writer.close()
+    listener.stop()
+    await task
+    return commits / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--commits", type=int, default=3000)
+    args = parser.parse_args()
+    configure_django()
+    conninfo = dsn()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        setup(conn, args.rows)
+        install(conn, False)
+        base = time_update(conn, args.runs)
+        install(conn, True)
+        with_triggers = time_update(conn, args.runs)
+    notifications, messages, elapsed = asyncio.run(bulk_delivery(conninfo, args.rows))
+    raw = asyncio.run(raw_notify_rate(conninfo, args.commits))
+    delivered = asyncio.run(delivered_rate(conninfo, args.commits))
+    print(f"PostgreSQL {version}, {args.rows:,} rows, median of {args.runs} runs")
+    print_table(
+        f"{args.rows:,}-row UPDATE, writer time",
+        [
+            ("no trigger (baseline)", f"{base * 1000:.0f} ms", "1.00x"),
+            (
+                "pgobserve triggers",
+                f"{with_triggers * 1000:.0f} ms",
+                f"{with_triggers / base:.2f}x",
+            ),
+        ],
+        ("writer", "median", "ratio"),
+    )
+    print_table(
+        f"{args.rows:,}-row UPDATE, delivery to the channel layer (in-memory layer)",
+        [(f"{notifications}", f"{messages}", f"{elapsed * 1000:.0f} ms")],
+        ("NOTIFY payloads", "group messages", "commit -> all pks in the table group"),
+    )
+    print_table(
+        "sustained single-row commits",
+        [
+            ("raw pg_notify commits received by LISTEN (baseline)", f"{raw:,.0f}/s", "1.00"),
+            (
+                "UPDATE commits delivered via triggers + listener",
+                f"{delivered:,.0f}/s",
+                f"{delivered / raw:.2f}",
+            ),
+        ],
+        ("path", "rate", "ratio"),
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        install_cleanup = sql.render_drop(SPEC)
+        for statement in install_cleanup[-1:]:
+            conn.execute(statement)
+
+
+if __name__ == "__main__":
+    main()
