@@ -46,6 +46,11 @@ if os.environ.get("PGOBSERVE_TEST_DBNAME"):
 PGOBSERVE = {
     "MODELS": [
         # --- tests.testapp models (database-side tests) ---
+        "testapp.Item",
+        "testapp.UUIDItem",
+        "testapp.TextItem",
+        "testapp.Weird",
+        "testapp.Sentinel",
         # --- example models (end-to-end tests) ---
     ],
 }
@@ -56,7 +61,9 @@ if os.environ.get("PGOBSERVE_TEST_LAYER") == "redis":
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL or "redis://127.0.0.1:6379/0", "socket_timeout": None}],
+                "hosts": [
+                    {"address": REDIS_URL or "redis://127.0.0.1:6379/0", "socket_timeout": None}
+                ],
                 "capacity": 10_000,
                 "prefix": os.environ.get("PGOBSERVE_TEST_REDIS_PREFIX", "pgobserve-tests"),
             },
@@ -64,7 +71,10 @@ if os.environ.get("PGOBSERVE_TEST_LAYER") == "redis":
     }
 else:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10_000}}
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 10_000},
+        }
     }
 
 LOGGING = {
