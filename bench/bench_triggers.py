@@ -22,7 +22,7 @@ from pgobserve import groups, sql
 from pgobserve.listener import Listener
 
 TABLE = "pgobserve_bench_item"
-SPEC = sql.TableSpec(TABLE, "id")
+SPEC = sql.TableSpec(TABLE, "id", pk_kind="int")
 
 
 def setup(conn: psycopg.Connection, rows: int) -> None:

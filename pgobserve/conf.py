@@ -49,6 +49,14 @@ def coalesce_seconds() -> float:
     return float(_get("COALESCE_MS", 0)) / 1000.0
 
 
+def update_diff_max_rows() -> int:
+    """UPDATEs of up to this many rows are compared row by row in the trigger, so an UPDATE
+    that changes nothing sends nothing. Larger ones send every pk they touched (comparing
+    would double their cost; consumers still push only data that changed). Changing it
+    changes the trigger SQL: run ``pgobserve install`` again."""
+    return int(_get("UPDATE_DIFF_MAX_ROWS", 10_000))
+
+
 def max_pks_per_message() -> int:
     """Upper bound on pks in one group message, so a huge UPDATE never makes a huge message."""
     return int(_get("MAX_PKS_PER_MESSAGE", 5000))

@@ -18,8 +18,13 @@ class TableStatus:
     model: str | None = None
 
 
+def spec_for(model) -> sql.TableSpec:
+    """The TableSpec of an observed model under the current settings."""
+    return sql.spec_for_model(model, conf.channel(), conf.update_diff_max_rows())
+
+
 def specs() -> list[sql.TableSpec]:
-    return [sql.spec_for_model(m, conf.channel()) for m in registry.observed_models()]
+    return [spec_for(m) for m in registry.observed_models()]
 
 
 def _installed_comments(alias: str) -> dict[str, dict[str, str | None]]:
@@ -45,7 +50,7 @@ def status(alias: str | None = None) -> list[TableStatus]:
     installed = _installed_comments(alias)
     result = []
     for model in registry.observed_models():
-        spec = sql.spec_for_model(model, conf.channel())
+        spec = spec_for(model)
         comments = installed.pop(spec.table, {})
         expected = sql.signature(spec)
         if not comments:

@@ -16,7 +16,7 @@ from django.db import connections
 from django.db.migrations.loader import MigrationLoader
 
 import pgobserve
-from pgobserve import conf, installation, registry, sql
+from pgobserve import installation, registry, sql
 from pgobserve.listener import Listener, conninfo_for_alias
 
 TEMPLATE = Path(pgobserve.__file__).parent / "migrations_templates" / "pgobserve_triggers.py-tpl"
@@ -129,7 +129,7 @@ class Command(BaseCommand):
         number = (
             max(int(n[:4]) for _, n in loader.graph.nodes if _ == app_label and n[:4].isdigit()) + 1
         )
-        specs = [sql.spec_for_model(m, conf.channel()) for m in models]
+        specs = [installation.spec_for(m) for m in models]
         forward = [s for spec in specs for s in sql.render_install(spec)]
         backward = [s for spec in specs for s in sql.render_drop(spec)]
         text = string.Template(TEMPLATE.read_text()).substitute(
