@@ -246,3 +246,16 @@ def test_a_pk_exactly_at_the_budget_fits_and_one_byte_more_does_not(notification
     changes = notifications.drain()
     assert [(c.op, c.pks) for c in changes] == [("I", (exact,)), ("I", None)]
     assert sql.PAYLOAD_LIMIT in {len(p.encode()) for p in notifications.history}
+
+
+def test_non_ascii_pks_are_counted_in_utf8_bytes_like_payload_encode(notifications):
+    fits = "é" * 3_970  # 7,942 bytes of JSON: one payload
+    too_wide = "é" * 4_000  # 8,002 bytes: pk null
+    TextItem.objects.create(key=fits)
+    TextItem.objects.create(key=too_wide)
+    changes = notifications.drain()
+    assert [c.pks for c in changes] == [(fits,), None]
+    assert [payload.decode(p).pks for p in payload.encode("testapp_textitem", "I", [fits])] == [
+        (fits,)
+    ]
+    assert payload.decode(next(payload.encode("t", "I", [too_wide]))).pks is None
