@@ -1,0 +1,278 @@
+"""``AsyncAPIConsumer``: the DCRF envelope, action dispatch, and the pgobserve change feed.
+
+Every reply is ``{"errors", "data", "action", "response_status", "request_id"}`` with the
+``request_id`` echoed unchanged. Unlike DCRF, no client input crashes the socket: invalid
+JSON, a non-object, a missing ``request_id``/``pk`` or a wrong type gets a 400 envelope,
+and any unexpected exception is logged and answered with a 500 envelope (never a
+traceback). The socket stays open in every case.
+
+The consumer joins ``groups.RESYNC_GROUP`` on connect and routes the listener's
+``pgobserve.change`` / ``pgobserve.resync`` messages to its ``watches``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.core import exceptions as django_exceptions
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404
+from rest_framework import exceptions
+
+from . import groups, inprocess
+from .permissions import AllowAny, BasePermission, ensure_async, instantiate
+from .watches import WatchRegistry
+
+logger = logging.getLogger("pgobserve.consumers")
+
+__all__ = ["AsyncAPIConsumer", "ActionMissingException"]
+
+
+class ActionMissingException(exceptions.APIException):
+    status_code = 405
+    default_detail = "Unable to find action in message body."
+
+
+class BadRequest(exceptions.ValidationError):
+    """400 for malformed client input (the ``ValidationError`` shape DCRF clients know)."""
+
+
+def required(field: str) -> BadRequest:
+    return BadRequest({field: ["This field is required."]})
+
+
+class APIConsumerMetaclass(type):
+    """Record every method marked by ``@action`` under its action name."""
+
+    def __new__(mcs, name: str, bases: tuple, body: dict) -> type:
+        cls = super().__new__(mcs, name, bases, body)
+        cls.available_actions = {}
+        for method_name in dir(cls):
+            attr = getattr(cls, method_name, None)
+            if getattr(attr, "action", False) is True:
+                action_name = getattr(attr, "kwargs", {}).get("name", method_name)
+                cls.available_actions[action_name] = method_name
+        return cls
+
+
+class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclass):
+    """A JSON WebSocket consumer whose ``@action`` methods are called by name.
+
+    ``permission_classes`` are checked on connect (``can_connect``), before every action
+    (``has_permission``) and before every push. Default: ``AllowAny``.
+    """
+
+    permission_classes: tuple[type[BasePermission] | Any, ...] = (AllowAny,)
+    available_actions: dict[str, str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups = set(self.groups or [])
+        self.watches = WatchRegistry()
+        self.detached_tasks: list[asyncio.Task] = []
+        self._group_holds: Counter[str] = Counter()
+
+    # connection ---------------------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict) -> None:
+        inprocess.ensure_started()
+        for permission in await self.get_permissions(action="connect"):
+            if not await ensure_async(permission.can_connect)(
+                scope=self.scope, consumer=self, message=message
+            ):
+                await self.close()
+                return
+        await self.add_group(groups.RESYNC_GROUP)
+        await super().websocket_connect(message)
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        await self.watches.close()
+        for task in list(self.detached_tasks):
+            task.cancel()
+        await asyncio.gather(*self.detached_tasks, return_exceptions=True)
+        await super().websocket_disconnect(message)
+
+    def start_detached(self, coroutine: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        self.detached_tasks.append(task)
+        task.add_done_callback(self._detached_done)
+        return task
+
+    def _detached_done(self, task: asyncio.Task) -> None:
+        if task in self.detached_tasks:
+            self.detached_tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("detached task failed", exc_info=task.exception())
+
+    # groups -------------------------------------------------------------------------------
+
+    async def add_group(self, name: str) -> None:
+        """Join a channel-layer group (kept in ``self.groups``, left on disconnect)."""
+        if name not in self.groups:
+            await self.channel_layer.group_add(name, self.channel_name)
+            self.groups.add(name)
+
+    async def remove_group(self, name: str) -> None:
+        if name in self.groups:
+            await self.channel_layer.group_discard(name, self.channel_name)
+            self.groups.discard(name)
+
+    async def hold_group(self, name: str) -> None:
+        """Join ``name`` for one more subscription; it is left when the last one releases it."""
+        self._group_holds[name] += 1
+        await self.add_group(name)
+
+    async def release_group(self, name: str) -> None:
+        self._group_holds[name] -= 1
+        if self._group_holds[name] <= 0:
+            del self._group_holds[name]
+            await self.remove_group(name)
+
+    # the change feed ----------------------------------------------------------------------
+
+    async def pgobserve_change(self, message: dict) -> None:
+        self.watches.changed(message.get("table", ""), message.get("pks"))
+
+    async def pgobserve_resync(self, message: dict) -> None:
+        self.watches.resync()
+
+    # permissions --------------------------------------------------------------------------
+
+    async def get_permissions(self, action: str, **kwargs: Any) -> list[BasePermission]:
+        return [instantiate(permission) for permission in self.permission_classes]
+
+    async def check_permissions(self, action: str, **kwargs: Any) -> None:
+        """Raise ``PermissionDenied`` (403) unless every permission allows ``action``."""
+        for permission in await self.get_permissions(action=action, **kwargs):
+            if not await ensure_async(permission.has_permission)(
+                scope=self.scope, consumer=self, action=action, **kwargs
+            ):
+                raise exceptions.PermissionDenied()
+
+    async def may_push(self, action: str, **kwargs: Any) -> bool:
+        """Whether a push may go out; a failing permission check counts as a refusal."""
+        try:
+            await self.check_permissions(action, **kwargs)
+            return True
+        except exceptions.PermissionDenied:
+            return False
+        except Exception:
+            logger.exception("permission check for a %s push failed; withholding it", action)
+            return False
+
+    # receiving ----------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.reply(None, errors=["Send JSON text frames, not binary."], status=400)
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ValueError:
+            await self.reply(None, errors=["Invalid JSON."], status=400)
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict):
+            await self.reply(None, errors=["Expected a JSON object."], status=400)
+            return
+        request_id = content.pop("request_id", None)
+        try:
+            action, content = await self.get_action_name(content, **kwargs)
+        except KeyError:
+            await self.handle_exception(ActionMissingException(), None, request_id)
+            return
+        except Exception as exc:
+            await self.handle_exception(exc, None, request_id)
+            return
+        if not isinstance(action, str):
+            await self.handle_exception(
+                BadRequest({"action": ["Not a valid string."]}), None, request_id
+            )
+            return
+        await self.handle_action(action, request_id=request_id, **content)
+
+    async def get_action_name(self, content: dict, **kwargs: Any) -> tuple[Any, dict]:
+        """(action name, the action's keyword arguments); override for another envelope."""
+        action = content.pop("action")
+        return action, content
+
+    async def handle_action(self, action: str, request_id: Any, **kwargs: Any) -> None:
+        """Permission check, then existence check, then the call (DCRF's order)."""
+        try:
+            await self.check_permissions(action, **kwargs)
+            if action not in self.available_actions:
+                raise exceptions.MethodNotAllowed(method=action)
+            method = getattr(self, self.available_actions[action])
+            call = dict(kwargs, request_id=request_id, action=action)
+            try:
+                inspect.signature(method).bind(**call)
+            except TypeError as exc:
+                raise BadRequest([f"Invalid arguments for {action!r}: {exc}."]) from None
+            response = await method(**call)
+            if isinstance(response, tuple):
+                data, status = response
+                await self.reply(action=action, data=data, status=status, request_id=request_id)
+        except Exception as exc:
+            await self.handle_exception(exc, action, request_id)
+
+    async def handle_exception(self, exc: Exception, action: str | None, request_id: Any) -> None:
+        """Answer every exception with an envelope; only unexpected ones are logged."""
+        if isinstance(exc, exceptions.APIException):
+            status, errors = exc.status_code, self._format_errors(exc.detail)
+        elif isinstance(exc, Http404):
+            status, errors = 404, ["Not found"]
+        elif isinstance(exc, django_exceptions.PermissionDenied):
+            status, errors = 403, [str(exceptions.PermissionDenied.default_detail)]
+        elif isinstance(exc, django_exceptions.ValidationError):
+            status, errors = (
+                400,
+                self._format_errors(exceptions.ValidationError(exc.messages).detail),
+            )
+        else:
+            logger.error(
+                "error handling action %r (request_id %r)", action, request_id, exc_info=exc
+            )
+            status, errors = 500, [str(exceptions.APIException.default_detail)]
+        try:
+            await self.reply(action=action, errors=errors, status=status, request_id=request_id)
+        except Exception:
+            logger.exception("could not send the error reply")
+
+    @staticmethod
+    def _format_errors(errors: Any) -> list:
+        if isinstance(errors, list):
+            return errors
+        return [errors]
+
+    # sending ------------------------------------------------------------------------------
+
+    async def reply(
+        self,
+        action: str | None,
+        data: Any = None,
+        errors: list | None = None,
+        status: int = 200,
+        request_id: Any = None,
+    ) -> None:
+        await self.send_json(
+            {
+                "errors": errors or [],
+                "data": data,
+                "action": action,
+                "response_status": status,
+                "request_id": request_id,
+            }
+        )
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        # DjangoJSONEncoder: UUID, Decimal and datetime values (pks, serializer output) encode.
+        return json.dumps(content, cls=DjangoJSONEncoder)

@@ -1,0 +1,124 @@
+"""``GenericAsyncAPIConsumer``: queryset, serializer and lookup, as DRF's ``GenericAPIView``.
+
+Everything a client receives, a reply or a push, is read through
+``filter_queryset(get_queryset())`` and serialized by ``get_serializer()`` with
+``{"scope", "consumer"}`` in the context, so a client never sees a row outside its
+consumer's queryset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import Model, QuerySet
+from django.http import Http404
+from rest_framework.generics import get_object_or_404
+from rest_framework.serializers import Serializer
+
+from . import groups
+from .consumers import AsyncAPIConsumer, BadRequest, required
+
+__all__ = ["GenericAsyncAPIConsumer"]
+
+#: pk__in reads are split in chunks of this many pks (one query per chunk).
+READ_CHUNK = 5000
+
+
+class GenericAsyncAPIConsumer(AsyncAPIConsumer):
+    """Set ``queryset`` and ``serializer_class``; override the ``get_*`` methods as in DRF."""
+
+    queryset: QuerySet | None = None
+    serializer_class: type[Serializer] | None = None
+    lookup_field: str = "pk"
+    lookup_url_kwarg: str | None = None
+
+    def get_queryset(self, **kwargs: Any) -> QuerySet:
+        assert self.queryset is not None, (
+            f"'{self.__class__.__name__}' should either include a `queryset` attribute, "
+            "or override the `get_queryset()` method."
+        )
+        queryset = self.queryset
+        return queryset.all() if isinstance(queryset, QuerySet) else queryset
+
+    def filter_queryset(self, queryset: QuerySet, **kwargs: Any) -> QuerySet:
+        """Narrow the queryset for this socket (e.g. to the user's rows). Applies to pushes."""
+        return queryset
+
+    def get_serializer_class(self, **kwargs: Any) -> type[Serializer]:
+        assert self.serializer_class is not None, (
+            f"'{self.__class__.__name__}' should either include a `serializer_class` "
+            "attribute, or override the `get_serializer_class()` method."
+        )
+        return self.serializer_class
+
+    def get_serializer_context(self, **kwargs: Any) -> dict[str, Any]:
+        return {"scope": self.scope, "consumer": self}
+
+    def get_serializer(
+        self, action_kwargs: dict[str, Any] | None = None, *args: Any, **kwargs: Any
+    ) -> Serializer:
+        action_kwargs = action_kwargs or {}
+        serializer_class = self.get_serializer_class(**action_kwargs)
+        kwargs["context"] = self.get_serializer_context(**action_kwargs)
+        return serializer_class(*args, **kwargs)
+
+    # lookups ------------------------------------------------------------------------------
+
+    @property
+    def lookup_kwarg(self) -> str:
+        return self.lookup_url_kwarg or self.lookup_field
+
+    def lookup_value(self, kwargs: dict[str, Any]) -> Any:
+        """The lookup value sent by the client; 400 if it is missing or not a scalar."""
+        name = self.lookup_kwarg
+        if name not in kwargs:
+            raise required(name)
+        value = kwargs[name]
+        if value is None or isinstance(value, (bool, dict, list)):
+            raise BadRequest({name: ["Expected a string or a number."]})
+        return value
+
+    def get_object(self, **kwargs: Any) -> Model:
+        """The row named by the lookup value, from ``filter_queryset(get_queryset())``; 404."""
+        queryset = self.filter_queryset(self.get_queryset(**kwargs), **kwargs)
+        value = self.lookup_value(kwargs)
+        return get_object_or_404(queryset, **{self.lookup_field: value})
+
+    def model(self) -> type[Model]:
+        return self.get_queryset().model
+
+    def _looks_up_pk(self) -> bool:
+        return self.lookup_field in ("pk", self.model()._meta.pk.name)
+
+    def pk_from_lookup(self, **kwargs: Any) -> Any:
+        """The pk a lookup names: converted without a query for pk lookups, else looked up."""
+        value = self.lookup_value(kwargs)
+        if self._looks_up_pk():
+            try:
+                return self.model()._meta.pk.to_python(value)
+            except (TypeError, ValueError, ValidationError):
+                raise Http404 from None
+        queryset = self.filter_queryset(self.get_queryset(**kwargs), **kwargs)
+        try:
+            pks = list(
+                queryset.filter(**{self.lookup_field: value}).values_list("pk", flat=True)[:2]
+            )
+        except (TypeError, ValueError, ValidationError):
+            raise Http404 from None
+        if len(pks) != 1:
+            raise Http404
+        return pks[0]
+
+    # pushes -------------------------------------------------------------------------------
+
+    def read_rows(self, pks: list[Any], action: str = "update") -> dict[str, Any]:
+        """pk_key → serialized data of those of ``pks`` still in the queryset: one query."""
+        call = {"action": action}
+        queryset = self.filter_queryset(self.get_queryset(**call), **call)
+        found: dict[str, Any] = {}
+        for start in range(0, len(pks), READ_CHUNK):
+            for instance in queryset.filter(pk__in=pks[start : start + READ_CHUNK]):
+                data = self.get_serializer(instance=instance, action_kwargs=call).data
+                found[groups.pk_key(instance.pk)] = data
+        return found

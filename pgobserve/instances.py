@@ -1,0 +1,122 @@
+"""Instance subscriptions of one consumer: which rows, for which request_ids, last data sent.
+
+A subscription is (request_id, row). The row is followed by its pk, whatever the lookup
+field. Each subscription remembers the data its client last got (the snapshot read when
+it subscribed, then each push), so a change that does not alter the serialized data
+sends nothing, and each request_id is judged on its own.
+
+A consumer joins the shard group of each watched pk (``groups.group_for_pk``) and leaves
+it when no subscription on that shard remains.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from . import conf, groups
+from .watches import Watch
+
+#: Marks "the client was told this row does not exist (any more)".
+GONE = object()
+
+
+def request_key(request_id: Any) -> str:
+    """A hashable key for any JSON request_id (ints, strings, even objects)."""
+    return json.dumps(request_id, sort_keys=True, default=str)
+
+
+@dataclass
+class Subscription:
+    request_id: Any
+    lookup_key: str  # pk_key of the lookup value the client sent
+    last: Any = GONE  # the data last sent (or snapshot), GONE after a delete push
+
+
+@dataclass
+class WatchedRow:
+    pk: Any
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+
+
+class InstanceSubscriptions(Watch):
+    """Every ``subscribe_instance`` of one consumer on one table."""
+
+    def __init__(self, consumer: Any, table: str) -> None:
+        self.consumer = consumer
+        self.table = table
+        self.rows: dict[str, WatchedRow] = {}
+
+    def __repr__(self) -> str:
+        return f"<InstanceSubscriptions {self.table}: {len(self.rows)} rows>"
+
+    def group(self, pk: Any) -> str:
+        return groups.group_for_pk(self.table, pk, conf.shards())
+
+    def add(self, pk: Any, request_id: Any, lookup_key: str, snapshot: Any) -> bool:
+        """Record a subscription whose group was joined (``join``); False if it existed."""
+        row = self.rows.setdefault(groups.pk_key(pk), WatchedRow(pk))
+        rkey = request_key(request_id)
+        existed = rkey in row.subscriptions
+        row.subscriptions[rkey] = Subscription(request_id, lookup_key, snapshot)
+        return not existed
+
+    async def join(self, pk: Any) -> None:
+        await self.consumer.hold_group(self.group(pk))
+
+    async def leave(self, pk: Any) -> None:
+        await self.consumer.release_group(self.group(pk))
+
+    async def remove(self, lookup_key: str, request_id: Any = None, everyone: bool = False) -> int:
+        """Remove the subscriptions on the row named ``lookup_key`` (one request_id, or all).
+
+        Returns how many were removed. Other request_ids, on this row or others, stay.
+        """
+        removed = 0
+        wanted = request_key(request_id)
+        for key, row in list(self.rows.items()):
+            for rkey, sub in list(row.subscriptions.items()):
+                if sub.lookup_key == lookup_key and (everyone or rkey == wanted):
+                    del row.subscriptions[rkey]
+                    removed += 1
+                    await self.leave(row.pk)  # one group hold per subscription
+            if not row.subscriptions:
+                del self.rows[key]
+        return removed
+
+    async def refresh(self, pks: dict[str, Any] | None) -> None:
+        """One read of the watched rows among ``pks``, then the pushes that changed."""
+        keys = list(self.rows) if pks is None else [k for k in pks if k in self.rows]
+        if not keys:
+            return
+        found = await database_sync_to_async(self.consumer.read_rows)(
+            [self.rows[k].pk for k in keys]
+        )
+        for key in keys:
+            row = self.rows.get(key)
+            if row is not None:
+                await self._push(row, found.get(key, GONE))
+
+    async def _push(self, row: WatchedRow, data: Any) -> None:
+        consumer = self.consumer
+        due = [sub for sub in row.subscriptions.values() if sub.last != data]
+        if not due:
+            return
+        if data is GONE:
+            due = [sub for sub in due if sub.last is not GONE]
+            if not due or not await consumer.may_push("delete", pk=row.pk):
+                return
+            for sub in due:
+                await consumer.reply(
+                    "delete", {"pk": row.pk}, status=204, request_id=sub.request_id
+                )
+                sub.last = GONE
+            return
+        if not await consumer.may_push("update", pk=row.pk):
+            return  # withheld; ``last`` is kept, so the next allowed change is sent
+        for sub in due:
+            await consumer.reply("update", data, status=200, request_id=sub.request_id)
+            sub.last = data

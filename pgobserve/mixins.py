@@ -1,0 +1,161 @@
+"""Action mixins for ``GenericAsyncAPIConsumer``: DCRF's CRUD set and instance subscriptions.
+
+``ObserverModelInstanceMixin`` speaks DCRF's ``subscribe_instance`` protocol, but its
+pushes come from the database triggers, so every committed change is seen (ORM,
+``update()``, bulk operations, raw SQL, other programs), and it fixes DCRF's faults:
+
+* subscribing is race-free: join the pk's group, then read the row, then answer 201;
+* one ``pk__in`` read per batch of changes, however many rows and request_ids;
+* a push only when the serialized data differs from what that request_id last got;
+* ``has_permission(scope, consumer, "update"|"delete", pk=...)`` is asked before each
+  push and a refusal really withholds it;
+* a row that leaves the queryset (or is deleted, or truncated) gets one ``delete`` push;
+  if it comes back, an ``update`` push;
+* ``unsubscribe_instance`` with a request_id removes only that subscription;
+* ``lookup_field`` other than pk works for subscribing and for pushes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.core.exceptions import ValidationError
+from django.http import Http404
+
+from . import groups, registry
+from .consumers import required
+from .decorators import action
+from .instances import InstanceSubscriptions
+
+__all__ = [
+    "CreateModelMixin",
+    "ListModelMixin",
+    "RetrieveModelMixin",
+    "UpdateModelMixin",
+    "PatchModelMixin",
+    "DeleteModelMixin",
+    "ObserverModelInstanceMixin",
+]
+
+
+class CreateModelMixin:
+    @action()
+    def create(self, data: dict | None = None, **kwargs: Any) -> tuple[Any, int]:
+        serializer = self.get_serializer(data=data or {}, action_kwargs=kwargs)
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer, **kwargs)
+        return serializer.data, 201
+
+    def perform_create(self, serializer: Any, **kwargs: Any) -> None:
+        serializer.save()
+
+
+class ListModelMixin:
+    @action()
+    def list(self, **kwargs: Any) -> tuple[Any, int]:
+        queryset = self.filter_queryset(self.get_queryset(**kwargs), **kwargs)
+        return self.get_serializer(instance=queryset, many=True, action_kwargs=kwargs).data, 200
+
+
+class RetrieveModelMixin:
+    @action()
+    def retrieve(self, **kwargs: Any) -> tuple[Any, int]:
+        instance = self.get_object(**kwargs)
+        return self.get_serializer(instance=instance, action_kwargs=kwargs).data, 200
+
+
+class UpdateModelMixin:
+    partial_update = False
+
+    @action()
+    def update(self, data: dict | None = None, **kwargs: Any) -> tuple[Any, int]:
+        return self._save(data, partial=False, **kwargs)
+
+    def _save(self, data: dict | None, partial: bool, **kwargs: Any) -> tuple[Any, int]:
+        instance = self.get_object(**kwargs)
+        serializer = self.get_serializer(
+            instance=instance, data=data or {}, action_kwargs=kwargs, partial=partial
+        )
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        return serializer.data, 200
+
+
+class PatchModelMixin(UpdateModelMixin):
+    @action()
+    def patch(self, data: dict | None = None, **kwargs: Any) -> tuple[Any, int]:
+        return self._save(data, partial=True, **kwargs)
+
+
+class DeleteModelMixin:
+    @action()
+    def delete(self, **kwargs: Any) -> tuple[None, int]:
+        self.get_object(**kwargs).delete()
+        return None, 204
+
+
+class ObserverModelInstanceMixin(RetrieveModelMixin):
+    """``retrieve``, ``subscribe_instance`` and ``unsubscribe_instance`` (see the module doc)."""
+
+    def instance_subscriptions(self) -> InstanceSubscriptions:
+        subs = getattr(self, "_instance_subscriptions", None)
+        if subs is None:
+            model = self.model()
+            registry.require_observed(model)
+            subs = InstanceSubscriptions(self, model._meta.db_table)
+            self._instance_subscriptions = subs
+            self.watches.add(subs)
+        return subs
+
+    def lookup_key(self, value: Any) -> str:
+        """The text a lookup value is matched by (pk lookups: the converted pk's)."""
+        if self._looks_up_pk():
+            try:
+                value = self.model()._meta.pk.to_python(value)
+            except (TypeError, ValueError, ValidationError):
+                pass
+        return groups.pk_key(value)
+
+    def _snapshot(self, pk: Any, kwargs: dict[str, Any]) -> Any:
+        instance = self.get_object(**kwargs)
+        if groups.pk_key(instance.pk) != groups.pk_key(pk):
+            raise Http404  # the lookup value moved to another row meanwhile
+        return self.get_serializer(instance=instance, action_kwargs={"action": "update"}).data
+
+    @action()
+    async def subscribe_instance(
+        self, request_id: Any = None, action: str = "subscribe_instance", **kwargs: Any
+    ) -> None:
+        if request_id is None:
+            raise required("request_id")
+        value = self.lookup_value(kwargs)
+        subs = self.instance_subscriptions()
+        async with self.watches.lock:
+            pk = await database_sync_to_async(self.pk_from_lookup)(**kwargs)
+            # Join first, then read: a change committed after the read is delivered to us.
+            await subs.join(pk)
+            try:
+                snapshot = await database_sync_to_async(self._snapshot)(pk, kwargs)
+            except BaseException:
+                await subs.leave(pk)
+                raise
+            if not subs.add(pk, request_id, self.lookup_key(value), snapshot):
+                await subs.leave(pk)  # re-subscribed the same request_id: one hold is enough
+            # Reply under the lock, so no push for this subscription can precede the 201.
+            await self.reply(action=action, data=None, status=201, request_id=request_id)
+
+    @action()
+    async def unsubscribe_instance(
+        self, request_id: Any = None, action: str = "unsubscribe_instance", **kwargs: Any
+    ) -> tuple[None, int]:
+        value = self.lookup_value(kwargs)
+        subs = self.instance_subscriptions()
+        async with self.watches.lock:
+            removed = await subs.remove(
+                self.lookup_key(value), request_id, everyone=request_id is None
+            )
+        if not removed:
+            # Nothing to remove: answer as DCRF does, 404 unless the row is visible.
+            await database_sync_to_async(self.get_object)(**kwargs)
+        return None, 204

@@ -1,0 +1,205 @@
+"""Permissions for WebSocket actions, DCRF-compatible: ``has_permission`` and ``can_connect``.
+
+A permission answers two questions: may this socket connect (``can_connect``), and may it
+run this action (``has_permission(scope, consumer, action, **kwargs)``). pgobserve also
+asks ``has_permission`` before every push, with ``action="update"`` or ``"delete"`` and
+``pk=<the row's pk>``; a False there withholds the push (DCRF sends it anyway).
+
+Classes combine with ``&``, ``|`` and ``~``; DRF permission classes are accepted and
+wrapped (their ``request.method`` is derived from the action name, as in DCRF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest
+from rest_framework.permissions import BasePermission as DRFBasePermission
+
+__all__ = [
+    "BasePermission",
+    "AllowAny",
+    "IsAuthenticated",
+    "WrappedDRFPermission",
+    "ensure_async",
+    "request_from_scope",
+    "instantiate",
+]
+
+
+def ensure_async(method: Callable) -> Callable:
+    """Run a sync method (which may touch the database) through ``database_sync_to_async``."""
+    if asyncio.iscoroutinefunction(method):
+        return method
+    return database_sync_to_async(method)
+
+
+def request_from_scope(scope: dict[str, Any]) -> HttpRequest:
+    """A minimal ``HttpRequest`` for DRF permissions: path, user, session, headers, cookies."""
+    from django.contrib.auth.models import AnonymousUser
+
+    request = HttpRequest()
+    request.path = scope.get("path") or ""
+    request.session = scope.get("session")
+    request.user = scope.get("user") or AnonymousUser()
+    request.META["HTTP_CONTENT_TYPE"] = "application/json"
+    request.META["HTTP_ACCEPT"] = "application/json"
+    for name, value in scope.get("headers", []):
+        request.META[name.decode("latin1")] = value.decode("latin1")
+    if scope.get("cookies"):
+        request.COOKIES = scope["cookies"]
+    return request
+
+
+class _Operators:
+    """``&``, ``|`` and ``~`` on permission classes, giving classes (as DRF does)."""
+
+    def __and__(self, other: Any) -> _Combined:
+        return _Combined(_And, self, other)
+
+    def __or__(self, other: Any) -> _Combined:
+        return _Combined(_Or, self, other)
+
+    def __rand__(self, other: Any) -> _Combined:
+        return _Combined(_And, other, self)
+
+    def __ror__(self, other: Any) -> _Combined:
+        return _Combined(_Or, other, self)
+
+    def __invert__(self) -> _Combined:
+        return _Combined(_Not, self)
+
+
+class _Combined(_Operators):
+    """A not-yet-instantiated combination; calling it builds the permission instance."""
+
+    def __init__(self, operator: type, *operands: Any) -> None:
+        self.operator = operator
+        self.operands = operands
+
+    def __call__(self) -> BasePermission:
+        return self.operator(*(instantiate(op) for op in self.operands))
+
+
+class _PermissionMeta(_Operators, type):
+    pass
+
+
+class BasePermission(metaclass=_PermissionMeta):
+    """Override ``has_permission`` (every action, every push) and maybe ``can_connect``."""
+
+    async def has_permission(
+        self, scope: dict[str, Any], consumer: Any, action: str, **kwargs: Any
+    ) -> bool:
+        return False
+
+    async def can_connect(self, scope: dict[str, Any], consumer: Any, message: Any = None) -> bool:
+        return True
+
+
+class _And(BasePermission):
+    def __init__(self, op1: BasePermission, op2: BasePermission) -> None:
+        self.op1, self.op2 = op1, op2
+
+    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+        return bool(
+            await self.op1.has_permission(scope, consumer, action, **kwargs)
+            and await self.op2.has_permission(scope, consumer, action, **kwargs)
+        )
+
+    async def can_connect(self, scope, consumer, message=None) -> bool:
+        return bool(
+            await self.op1.can_connect(scope, consumer, message)
+            and await self.op2.can_connect(scope, consumer, message)
+        )
+
+
+class _Or(_And):
+    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+        return bool(
+            await self.op1.has_permission(scope, consumer, action, **kwargs)
+            or await self.op2.has_permission(scope, consumer, action, **kwargs)
+        )
+
+    async def can_connect(self, scope, consumer, message=None) -> bool:
+        return bool(
+            await self.op1.can_connect(scope, consumer, message)
+            or await self.op2.can_connect(scope, consumer, message)
+        )
+
+
+class _Not(BasePermission):
+    def __init__(self, op1: BasePermission) -> None:
+        self.op1 = op1
+
+    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+        return not await self.op1.has_permission(scope, consumer, action, **kwargs)
+
+    async def can_connect(self, scope, consumer, message=None) -> bool:
+        return not await self.op1.can_connect(scope, consumer, message)
+
+
+class AllowAny(BasePermission):
+    """Everyone may connect and run every action."""
+
+    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+        return True
+
+
+class IsAuthenticated(BasePermission):
+    """Only a logged-in user (``scope["user"]``, set by ``AuthMiddlewareStack``).
+
+    Connecting stays allowed, as in DCRF: an anonymous socket gets 403 per action.
+    """
+
+    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+        user = scope.get("user")
+        return bool(user is not None and user.pk and user.is_authenticated)
+
+
+class WrappedDRFPermission(BasePermission):
+    """A DRF permission used on a socket; the fake request's method comes from the action."""
+
+    mapped_actions = {
+        "create": "PUT",
+        "update": "PATCH",
+        "list": "GET",
+        "retrieve": "GET",
+        "connect": "HEAD",
+    }
+
+    def __init__(self, permission: DRFBasePermission) -> None:
+        self.permission = permission
+
+    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+        request = request_from_scope(scope)
+        request.method = self.mapped_actions.get(action, str(action).upper())
+        return bool(await ensure_async(self.permission.has_permission)(request, consumer))
+
+    async def can_connect(self, scope, consumer, message=None) -> bool:
+        request = request_from_scope(scope)
+        request.method = self.mapped_actions["connect"]
+        return bool(await ensure_async(self.permission.has_permission)(request, consumer))
+
+
+def instantiate(permission: Any) -> BasePermission:
+    """An instance of ``permission``: a pgobserve or DRF class, a combination, or an instance."""
+    if isinstance(permission, (BasePermission,)):
+        return permission
+    if isinstance(permission, DRFBasePermission) or _is_drf_operator(permission):
+        return WrappedDRFPermission(permission)
+    if isinstance(permission, type) and issubclass(permission, DRFBasePermission):
+        return WrappedDRFPermission(permission())
+    instance = permission()
+    if isinstance(instance, DRFBasePermission) or _is_drf_operator(instance):
+        return WrappedDRFPermission(instance)
+    return instance
+
+
+def _is_drf_operator(obj: Any) -> bool:
+    from rest_framework import permissions as drf
+
+    return isinstance(obj, (drf.AND, drf.OR, drf.NOT))

@@ -1,0 +1,101 @@
+"""What one consumer watches, per table, and the batching of changes into re-reads.
+
+Each subscription *kind* (instance subscriptions now, query subscriptions later) is a
+``Watch`` registered for a table. Change messages only record which pks of which table
+changed; a single flush task per consumer then asks every watch of each changed table to
+``refresh`` once with all of them. The listener sends one message per shard group, so a
+consumer watching rows in many shards gets several messages per batch; merging them here
+keeps it to one ``pk__in`` read per table per batch, however many rows and request_ids
+are involved.
+
+Every change to a watch's state (subscribe, unsubscribe, refresh) runs under ``lock``,
+so a subscribe's join → check → acknowledge cannot interleave with a refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from . import groups
+
+logger = logging.getLogger("pgobserve.consumers")
+
+#: ``refresh(EVERYTHING)``: unknown rows changed (TRUNCATE, resync): re-check all watched.
+EVERYTHING = None
+
+
+class Watch:
+    """One kind of subscription on one table of one consumer."""
+
+    table: str
+
+    async def refresh(self, pks: dict[str, Any] | None) -> None:
+        """Re-read what is watched among ``pks`` (pk_key → pk; None: everything) and push.
+
+        Called under the registry's lock, at most once per table per flush.
+        """
+        raise NotImplementedError
+
+
+class WatchRegistry:
+    """The watches of one consumer, and its pending changes."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, list[Watch]] = defaultdict(list)
+        self._pending: dict[str, dict[str, Any] | None] = {}
+        self._task: asyncio.Task | None = None
+        self.lock = asyncio.Lock()
+
+    def add(self, watch: Watch) -> None:
+        if watch not in self._watches[watch.table]:
+            self._watches[watch.table].append(watch)
+
+    def remove(self, watch: Watch) -> None:
+        if watch in self._watches.get(watch.table, []):
+            self._watches[watch.table].remove(watch)
+
+    def tables(self) -> list[str]:
+        return [table for table, watches in self._watches.items() if watches]
+
+    def changed(self, table: str, pks: list[Any] | None) -> None:
+        """Record a change message; the flush runs once the consumer is idle."""
+        if not self._watches.get(table):
+            return
+        if pks is None:
+            self._pending[table] = EVERYTHING
+        elif table not in self._pending or self._pending[table] is not EVERYTHING:
+            merged = self._pending.setdefault(table, {})
+            merged.update((groups.pk_key(pk), pk) for pk in pks)
+        self._schedule()
+
+    def resync(self) -> None:
+        """Re-check everything watched (after a gap in the listener's feed)."""
+        for table in self.tables():
+            self._pending[table] = EVERYTHING
+        if self._pending:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        # Let the consumer take the other messages of the same batch off its queue first.
+        await asyncio.sleep(0)
+        while self._pending:
+            async with self.lock:
+                pending, self._pending = self._pending, {}
+                for table, pks in pending.items():
+                    for watch in list(self._watches.get(table, ())):
+                        try:
+                            await watch.refresh(pks)
+                        except Exception:
+                            logger.exception("pgobserve could not refresh %r on %s", watch, table)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
