@@ -57,7 +57,7 @@ def encode(table: str, op: str, pks: Iterable[Any] | None) -> Iterator[str]:
         return
     header = payload_header(table, op)
     budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
-    # ensure_ascii=False: PostgreSQL's to_json writes non-ASCII as UTF-8, not \\u escapes, so
+    # ensure_ascii=False: PostgreSQL's to_json writes non-ASCII as UTF-8, not \u escapes, so
     # byte counts (and the "too wide" decision) match the trigger's.
     items = [json.dumps(pk, separators=(",", ":"), ensure_ascii=False) for pk in pks]
     if any(len(item.encode()) > budget for item in items):

@@ -259,3 +259,21 @@ def test_non_ascii_pks_are_counted_in_utf8_bytes_like_payload_encode(notificatio
         (fits,)
     ]
     assert payload.decode(next(payload.encode("t", "I", [too_wide]))).pks is None
+
+
+def test_large_update_sends_every_touched_pk_once_and_both_pks_of_moved_rows(
+    notifications, raw_conn, settings
+):
+    """Above UPDATE_DIFF_MAX_ROWS the trigger skips the row diff: more, never less."""
+    n = 10_500
+    raw_conn.execute(
+        "INSERT INTO testapp_item (id, name, value, tags) "
+        "SELECT g, 'r', 0, '{}' FROM generate_series(1, %s) g",
+        [n],
+    )
+    notifications.drain()
+    raw_conn.execute("UPDATE testapp_item SET value = 1")
+    assert sorted(pk_list(notifications.drain(), ITEM)) == list(range(1, n + 1))
+    raw_conn.execute("UPDATE testapp_item SET id = id + 100000")
+    moved = pks_of(notifications.drain(), ITEM, "U")
+    assert moved == set(range(1, n + 1)) | set(range(100_001, 100_001 + n))

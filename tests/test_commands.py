@@ -1,0 +1,209 @@
+"""``manage.py pgobserve install|uninstall|status|makemigration`` on the test database.
+
+These tests run inside a transaction that is rolled back (PostgreSQL DDL is transactional),
+so whatever they install, tamper with or remove is restored for the next test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import sys
+import uuid
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import override_settings
+
+from pgobserve import installation, registry, sql
+from pgobserve.installation import INSTALLED, MISSING, ORPHANED, OUTDATED
+
+pytestmark = pytest.mark.django_db
+
+OBSERVED = {"testapp_item", "testapp_uuiditem", "testapp_textitem", 'we"ird; drop table x; --'}
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("pgobserve", *args, stdout=out, no_color=True)
+    return out.getvalue()
+
+
+def objects() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass::text FROM pg_trigger
+            WHERE tgname LIKE 'pgobserve\\_%%' AND NOT tgisinternal
+            UNION ALL
+            SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'pgobserve\\_%%'
+            ORDER BY 1
+            """
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def states() -> dict[str, str]:
+    return {s.table: s.state for s in installation.status()}
+
+
+def test_the_session_install_covers_every_observed_table():
+    assert {t for t, s in states().items() if s == INSTALLED} >= OBSERVED
+    assert len(objects()) == 5 * len(registry.observed_models())  # 4 triggers + 1 function
+
+
+def test_install_is_idempotent():
+    assert "nothing to do" in run("install")
+    before = objects()
+    assert "nothing to do" in run("install")
+    assert objects() == before
+
+
+def test_dry_run_prints_the_sql_and_changes_nothing():
+    run("uninstall")
+    assert objects() == []
+    out = run("install", "--dry-run")
+    assert out.count("CREATE TRIGGER") == 4 * len(registry.observed_models())
+    assert 'CREATE TRIGGER "pgobserve_update" AFTER UPDATE ON "we""ird; drop table x; --"' in out
+    assert objects() == []
+    out = run("uninstall", "--dry-run")
+    assert "nothing to do" in out
+    run("install")
+    assert set(states().values()) == {INSTALLED}
+
+
+def test_status_shows_installed_outdated_missing_orphaned_and_queue_usage():
+    with connection.cursor() as cursor:
+        cursor.execute("COMMENT ON TRIGGER pgobserve_update ON testapp_item IS 'pgobserve:v0:x'")
+        for statement in sql.render_drop(sql.TableSpec("testapp_uuiditem", "id")):
+            cursor.execute(statement)
+        cursor.execute("CREATE TABLE pgobserve_orphan_t (id int PRIMARY KEY)")
+        for statement in sql.render_install(sql.TableSpec("pgobserve_orphan_t", "id")):
+            cursor.execute(statement)
+    assert states() == {
+        "testapp_item": OUTDATED,
+        "testapp_uuiditem": MISSING,
+        "testapp_textitem": INSTALLED,
+        'we"ird; drop table x; --': INSTALLED,
+        "testapp_sentinel": INSTALLED,
+        "pgobserve_orphan_t": ORPHANED,
+    }
+    out = run("status")
+    assert "OUTDATED" in out and "MISSING" in out and "ORPHANED" in out
+    assert "notification queue usage: 0.0%" in out
+    assert "run `manage.py pgobserve install`" in out
+
+    out = run("install")
+    assert "installed: testapp_item" in out and "installed: testapp_uuiditem" in out
+    assert "testapp_textitem" not in out
+    assert states()["pgobserve_orphan_t"] == ORPHANED  # install never touches other tables
+
+    out = run("uninstall")
+    assert "removed: pgobserve_orphan_t" in out
+    assert objects() == []
+    assert set(states().values()) == {MISSING}
+
+
+def test_a_dropped_trigger_makes_the_table_outdated():
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER pgobserve_truncate ON testapp_textitem")
+    assert states()["testapp_textitem"] == OUTDATED
+    run("install")
+    assert states()["testapp_textitem"] == INSTALLED
+
+
+def test_an_unknown_model_label_fails_loudly_with_a_suggestion():
+    with override_settings(PGOBSERVE={"MODELS": ["testapp.Iten"]}):
+        with pytest.raises(ImproperlyConfigured, match='did you mean "testapp.Item"'):
+            registry.observed_models()
+        with pytest.raises(ImproperlyConfigured, match="testapp.Iten"):
+            run("status")
+    with override_settings(PGOBSERVE={"MODELS": ["nonsense"]}):
+        with pytest.raises(ImproperlyConfigured, match='"nonsense", which is not an installed'):
+            registry.observed_models()
+
+
+# makemigration -----------------------------------------------------------------------------
+
+MODELS_PY = """
+from django.db import models
+
+
+class Thing(models.Model):
+    name = models.CharField(max_length=10)
+"""
+
+INITIAL = """
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies = []
+    operations = [
+        migrations.CreateModel(
+            name="Thing",
+            fields=[
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=10)),
+            ],
+        ),
+    ]
+"""
+
+
+@pytest.fixture
+def scratch_app(tmp_path, monkeypatch):
+    """A throwaway app with one migration, installed for the test only: makemigration writes
+    into its folder, never into the repository."""
+    name = f"pgobserve_scratch_{uuid.uuid4().hex[:8]}"
+    package = tmp_path / name
+    (package / "migrations").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(MODELS_PY)
+    (package / "migrations" / "__init__.py").write_text("")
+    (package / "migrations" / "0001_initial.py").write_text(INITIAL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    apps_setting = [*settings.INSTALLED_APPS, name]
+    models = [*settings.PGOBSERVE["MODELS"], f"{name}.Thing"]
+    with override_settings(INSTALLED_APPS=apps_setting, PGOBSERVE={"MODELS": models}):
+        yield name, package
+    for module in [m for m in sys.modules if m.startswith(name)]:
+        del sys.modules[module]
+
+
+def test_makemigration_then_migrate_and_back_leaves_nothing_behind(scratch_app):
+    name, package = scratch_app
+    table = f"{name}_thing"
+    before = objects()
+    call_command("migrate", name, verbosity=0)
+    assert states()[table] == MISSING
+
+    out = run("makemigration", name)
+    written = package / "migrations" / "0002_pgobserve_triggers.py"
+    assert str(written) in out
+    text = written.read_text()
+    assert f"dependencies = [('{name}', '0001_initial')]" in text
+    assert "testapp" not in text  # only this app's tables
+    importlib.invalidate_caches()
+
+    call_command("migrate", name, verbosity=0)
+    assert states()[table] == INSTALLED  # the frozen SQL is the current SQL
+    assert len(objects()) == len(before) + 5
+
+    call_command("migrate", name, "0001", verbosity=0)
+    assert states()[table] == MISSING
+    assert objects() == before
+    call_command("migrate", name, "zero", verbosity=0)
+    assert objects() == before
+
+
+def test_makemigration_refuses_an_app_without_observed_models():
+    with pytest.raises(CommandError, match="no observed model"):
+        run("makemigration", "auth")
+    with pytest.raises(CommandError):
+        run("makemigration", "no_such_app")
