@@ -1,0 +1,218 @@
+"""Query subscriptions: a filtered list kept live on the client (DCRF has none).
+
+``subscribe_query`` answers 201 with the rows of ``filter_queryset(get_queryset())``
+that match the client's ``filters`` (validated against ``query_filter_fields``), then
+pushes, with the subscribe's request_id:
+
+* ``create`` (201, data) when a row enters the result: inserted, or updated into it;
+* ``update`` (200, data) when a row in the result changes what the client holds;
+* ``delete`` (204, ``{"pk": …}``) when it leaves: deleted, updated out of the filter,
+  truncated, or no longer visible through ``get_queryset()`` for this socket.
+
+The consumer joins the table group (it must see every change to the table) before it
+takes the snapshot, so nothing committed after the snapshot is missed. On a change, one
+query per consumer and batch reads the changed pks through the queryset, with one
+boolean column per subscription saying whether the row matches its filter, so every
+subscription on the table is settled by that single query; each row is serialized once.
+Data equal to what a subscription holds is not pushed again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from rest_framework import exceptions
+
+from . import conf, groups, registry
+from .consumers import required
+from .decorators import action
+from .filters import build_q
+from .instances import request_key
+from .watches import Watch
+
+__all__ = ["ObserverQueryMixin", "QueryTooLarge"]
+
+
+class QueryTooLarge(exceptions.APIException):
+    status_code = 413
+    default_detail = "The query matches too many rows."
+
+
+@dataclass
+class QuerySubscription:
+    request_id: Any
+    condition: Q
+    #: pk_key → (pk, data) of every row the client holds.
+    held: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+class QuerySubscriptions(Watch):
+    """Every ``subscribe_query`` of one consumer on one table."""
+
+    def __init__(self, consumer: Any, table: str) -> None:
+        self.consumer = consumer
+        self.table = table
+        self.subs: dict[str, QuerySubscription] = {}
+
+    def __repr__(self) -> str:
+        return f"<QuerySubscriptions {self.table}: {len(self.subs)}>"
+
+    async def refresh(self, pks: dict[str, Any] | None) -> None:
+        subs = list(self.subs.values())
+        if not subs:
+            return
+        if pks is None:  # unknown rows changed: re-run every query, compare with what is held
+            for sub in subs:
+                rows = await database_sync_to_async(self.consumer.read_query)(sub.condition)
+                await self._settle(sub, {key: (pk, data) for key, pk, data in rows}, set(sub.held))
+            return
+        matches = await database_sync_to_async(self.consumer.read_query_matches)(
+            list(pks.values()), [sub.condition for sub in subs]
+        )
+        for index, sub in enumerate(subs):
+            current = {key: (pk, data) for key, pk, data, member in matches if member[index]}
+            await self._settle(sub, current, set(pks))
+
+    async def _settle(
+        self, sub: QuerySubscription, current: dict[str, tuple[Any, Any]], checked: set[str]
+    ) -> None:
+        """Push what differs between ``current`` and what ``sub`` holds, among ``checked``."""
+        consumer = self.consumer
+        for key, (pk, data) in current.items():
+            held = sub.held.get(key)
+            if held is not None and held[1] == data:
+                continue
+            verb, status = ("update", 200) if held is not None else ("create", 201)
+            if await consumer.may_push(verb, pk=pk):
+                await consumer.reply(verb, data, status=status, request_id=sub.request_id)
+                sub.held[key] = (pk, data)
+        for key in checked:
+            held = sub.held.get(key)
+            if held is None or key in current:
+                continue
+            if await consumer.may_push("delete", pk=held[0]):
+                await consumer.reply(
+                    "delete", {"pk": held[0]}, status=204, request_id=sub.request_id
+                )
+                del sub.held[key]
+
+
+class ObserverQueryMixin:
+    """``subscribe_query`` / ``unsubscribe_query`` for a ``GenericAsyncAPIConsumer``.
+
+    Declare what clients may filter on::
+
+        query_filter_fields = {"done": ["exact"], "project": ["exact", "in"]}
+
+    or override ``get_query_filter(filters, **kwargs)`` to build any ``Q`` from the
+    request. Rows are also limited by ``filter_queryset(get_queryset())``, so per-user
+    querysets apply to the snapshot and to every push.
+    """
+
+    query_filter_fields: Any = ()
+    #: Most rows a snapshot may have (413 past it); None: ``PGOBSERVE["MAX_QUERY_ROWS"]``.
+    query_max_rows: int | None = None
+
+    def query_subscriptions(self) -> QuerySubscriptions:
+        subs = getattr(self, "_query_subscriptions", None)
+        if subs is None:
+            model = self.model()
+            registry.require_observed(model)
+            subs = QuerySubscriptions(self, model._meta.db_table)
+            self._query_subscriptions = subs
+            self.watches.add(subs)
+        return subs
+
+    def get_query_filter(self, filters: Any, **kwargs: Any) -> Q:
+        """The condition of a query subscription; 400 (ValidationError) for bad filters."""
+        return build_q(self.model(), self.query_filter_fields, filters)
+
+    def _query_base(self) -> QuerySet:
+        call = {"action": "update"}
+        queryset = self.filter_queryset(self.get_queryset(**call), **call)
+        return queryset if queryset.ordered else queryset.order_by("pk")
+
+    def _serialize(self, instance: Any) -> Any:
+        return self.get_serializer(instance=instance, action_kwargs={"action": "update"}).data
+
+    def read_query(self, condition: Q, limit: int | None = None) -> list[tuple[str, Any, Any]]:
+        """(pk_key, pk, data) of the rows matching ``condition``, in the queryset's order."""
+        queryset = self._query_base().filter(condition)
+        if limit is not None:
+            queryset = queryset[: limit + 1]
+        return [(groups.pk_key(i.pk), i.pk, self._serialize(i)) for i in queryset]
+
+    def read_query_matches(
+        self, pks: list[Any], conditions: list[Q]
+    ) -> list[tuple[str, Any, Any, list[bool]]]:
+        """One query: the visible rows among ``pks``, each with whether it matches each
+        condition. Rows matching none are not serialized."""
+        annotations = {
+            f"_pgobserve_match_{i}": ExpressionWrapper(c, output_field=BooleanField())
+            for i, c in enumerate(conditions)
+            if c
+        }
+        result = []
+        base = self._query_base().annotate(**annotations)
+        for start in range(0, len(pks), 5000):
+            for instance in base.filter(pk__in=pks[start : start + 5000]):
+                member = [
+                    bool(getattr(instance, f"_pgobserve_match_{i}", True)) if c else True
+                    for i, c in enumerate(conditions)
+                ]
+                if any(member):
+                    data = self._serialize(instance)
+                    result.append((groups.pk_key(instance.pk), instance.pk, data, member))
+        return result
+
+    @action()
+    async def subscribe_query(
+        self,
+        request_id: Any = None,
+        filters: Any = None,
+        action: str = "subscribe_query",
+        **kwargs: Any,
+    ) -> None:
+        if request_id is None:
+            raise required("request_id")
+        condition = await database_sync_to_async(self.get_query_filter)(filters, **kwargs)
+        limit = self.query_max_rows or conf.max_query_rows()
+        subs = self.query_subscriptions()
+        group = groups.table_group(subs.table)
+        async with self.watches.lock:
+            # Join first, then read: a change committed after the read is delivered to us.
+            await self.hold_group(group)
+            try:
+                rows = await database_sync_to_async(self.read_query)(condition, limit)
+                if len(rows) > limit:
+                    raise QueryTooLarge(
+                        f"The query matches more than {limit} rows; narrow the filters."
+                    )
+            except BaseException:
+                await self.release_group(group)
+                raise
+            old = subs.subs.pop(request_key(request_id), None)
+            if old is not None:
+                await self.release_group(group)  # re-subscribed: replace, keep one hold
+            subs.subs[request_key(request_id)] = QuerySubscription(
+                request_id, condition, {key: (pk, data) for key, pk, data in rows}
+            )
+            # Reply under the lock, so no push for this subscription can precede the 201.
+            await self.reply(
+                action=action, data=[d for _, _, d in rows], status=201, request_id=request_id
+            )
+
+    @action()
+    async def unsubscribe_query(
+        self, request_id: Any = None, action: str = "unsubscribe_query", **kwargs: Any
+    ) -> tuple[None, int]:
+        if request_id is None:
+            raise required("request_id")
+        subs = self.query_subscriptions()
+        async with self.watches.lock:
+            if subs.subs.pop(request_key(request_id), None) is not None:
+                await self.release_group(groups.table_group(subs.table))
+        return None, 204
