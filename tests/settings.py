@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "pgobserve",
     "tests.testapp",
     # --- example apps used by the end-to-end tests (added by the WebSocket work) ---
+    "accounts",
+    "tasks",
 ]
 
 MIDDLEWARE = [
@@ -52,6 +54,9 @@ PGOBSERVE = {
         "testapp.Weird",
         "testapp.Sentinel",
         # --- example models (end-to-end tests) ---
+        "auth.User",
+        "tasks.Project",
+        "tasks.Task",
     ],
 }
 

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from accounts.consumers import UserConsumer
+from tasks.consumers import OpenTaskConsumer, ProjectConsumer, TaskConsumer
+
+websocket_urlpatterns = [
+    path("ws/users/", UserConsumer.as_asgi()),
+    path("ws/tasks/", TaskConsumer.as_asgi()),
+    path("ws/open-tasks/", OpenTaskConsumer.as_asgi()),
+    path("ws/projects/", ProjectConsumer.as_asgi()),
+]
