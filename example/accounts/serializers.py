@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 
 class UserSerializer(serializers.ModelSerializer):
-    """What a client sees of a user: no password hash, no last_login (so logging in pushes nothing)."""
+    """What clients see of a user: no password hash, no last_login (logging in pushes nothing)."""
 
     class Meta:
         model = get_user_model()

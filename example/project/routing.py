@@ -1,6 +1,5 @@
-from django.urls import path
-
 from accounts.consumers import UserConsumer
+from django.urls import path
 from tasks.consumers import OpenTaskConsumer, ProjectConsumer, TaskConsumer
 
 websocket_urlpatterns = [

@@ -25,7 +25,7 @@ class OpenTaskConsumer(ObserverModelInstanceMixin, ListModelMixin, GenericAsyncA
 
 
 class ProjectConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
-    """``/ws/projects/``: subscribe by slug: ``{"action": "subscribe_instance", "slug": "demo"}``."""
+    """``/ws/projects/``: by slug: ``{"action": "subscribe_instance", "slug": "demo"}``."""
 
     queryset = Project.objects.all()
     serializer_class = ProjectSerializer

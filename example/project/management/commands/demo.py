@@ -16,9 +16,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connections
+from tasks.models import Project, Task
 
 from project import database
-from tasks.models import Project, Task
 
 TITLES = ["Write the README", "Ship the demo", "Fix the flaky test"]
 
