@@ -131,6 +131,7 @@ class Listener:
         """Lead, LISTEN and forward until stopped; reconnect with backoff on any DB error."""
         delay = 0.1
         stop = asyncio.ensure_future(self._stopping.wait())
+        work: asyncio.Future[None] | None = None
         try:
             while not self._stopping.is_set():
                 work = asyncio.ensure_future(self._session())
@@ -156,6 +157,11 @@ class Listener:
                     delay = min(delay * 2, self.reconnect_max_delay)
         finally:
             stop.cancel()
+            if work is not None and not work.done():
+                # run() itself was cancelled (e.g. the ASGI server shutting down its task): end
+                # the session too, or it would keep the connection and the leader lock.
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
             self.listening.clear()
             logger.info("pgobserve listener stopped")
 
@@ -174,7 +180,8 @@ class Listener:
             )
             self.listening.set()
             # Anything committed while nobody listened is lost: make every consumer re-read.
-            await self.send_resync()
+            # Retried, not raised: a channel layer that is down must not kill the listener.
+            await self._resync_until_sent()
             await self._pump(conn)
 
     async def _lead(self, conn: psycopg.AsyncConnection) -> None:
