@@ -83,7 +83,10 @@ def test_status_shows_installed_outdated_missing_orphaned_and_queue_usage():
         cursor.execute("CREATE TABLE pgobserve_orphan_t (id int PRIMARY KEY)")
         for statement in sql.render_install(sql.TableSpec("pgobserve_orphan_t", "id")):
             cursor.execute(statement)
-    assert states() == {
+    mine = {
+        t: s for t, s in states().items() if t in OBSERVED | {"testapp_sentinel"} or "orph" in t
+    }
+    assert mine == {
         "testapp_item": OUTDATED,
         "testapp_uuiditem": MISSING,
         "testapp_textitem": INSTALLED,
@@ -204,6 +207,6 @@ def test_makemigration_then_migrate_and_back_leaves_nothing_behind(scratch_app):
 
 def test_makemigration_refuses_an_app_without_observed_models():
     with pytest.raises(CommandError, match="no observed model"):
-        run("makemigration", "auth")
+        run("makemigration", "sessions")
     with pytest.raises(CommandError):
         run("makemigration", "no_such_app")
