@@ -136,6 +136,17 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
 
     # the change feed ----------------------------------------------------------------------
 
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale DB connections (a thread hop) before every handler. The
+        # change-feed handlers touch no database, and skipping the hop lets a burst of
+        # shard messages be queued up in a few loop turns and merged into one read.
+        if message.get("type") in ("pgobserve.change", "pgobserve.resync"):
+            handler = getattr(self, message["type"].replace(".", "_"), None)
+            if handler is not None:
+                await handler(message)
+                return
+        await super().dispatch(message)
+
     async def pgobserve_change(self, message: dict) -> None:
         self.watches.changed(message.get("table", ""), message.get("pks"))
 

@@ -47,6 +47,7 @@ class WatchRegistry:
         self._watches: dict[str, list[Watch]] = defaultdict(list)
         self._pending: dict[str, dict[str, Any] | None] = {}
         self._task: asyncio.Task | None = None
+        self._arrivals = 0
         self.lock = asyncio.Lock()
 
     def add(self, watch: Watch) -> None:
@@ -64,6 +65,7 @@ class WatchRegistry:
         """Record a change message; the flush runs once the consumer is idle."""
         if not self._watches.get(table):
             return
+        self._arrivals += 1
         if pks is None:
             self._pending[table] = EVERYTHING
         elif table not in self._pending or self._pending[table] is not EVERYTHING:
@@ -82,9 +84,20 @@ class WatchRegistry:
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._flush())
 
+    async def _settle(self) -> None:
+        """Let the consumer take the rest of a batch off its queue before reading.
+
+        Each queued message needs a few event-loop turns to be received and dispatched;
+        wait (microseconds, no timer) until a few turns pass without a new change message.
+        """
+        seen, rounds = -1, 0
+        while seen != self._arrivals and rounds < 64:
+            seen, rounds = self._arrivals, rounds + 1
+            for _ in range(4):
+                await asyncio.sleep(0)
+
     async def _flush(self) -> None:
-        # Let the consumer take the other messages of the same batch off its queue first.
-        await asyncio.sleep(0)
+        await self._settle()
         while self._pending:
             async with self.lock:
                 pending, self._pending = self._pending, {}

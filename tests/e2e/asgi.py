@@ -1,0 +1,28 @@
+"""The ASGI app daphne serves in the end-to-end tests: the example's routes plus test ones."""
+
+import django
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+
+django.setup()
+
+from django.urls import path  # noqa: E402
+from project.routing import websocket_urlpatterns  # noqa: E402
+
+from pgobserve.asgi import PgObserveRouter  # noqa: E402
+from tests.e2e.consumers import GuardedTaskConsumer  # noqa: E402
+
+application = PgObserveRouter(
+    ProtocolTypeRouter(
+        {
+            "websocket": AuthMiddlewareStack(
+                URLRouter(
+                    [
+                        *websocket_urlpatterns,
+                        path("ws/guarded-tasks/", GuardedTaskConsumer.as_asgi()),
+                    ]
+                )
+            )
+        }
+    )
+)

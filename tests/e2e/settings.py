@@ -1,0 +1,16 @@
+"""Settings of the daphne and listener processes the end-to-end tests start.
+
+``tests.settings`` plus: the in-process listener when ``PGOBSERVE_TEST_IN_PROCESS=1``, and
+a leader-lock key of the test's own, so no other listener on the test database can lead.
+"""
+
+import os
+
+from tests.settings import *  # noqa: F403
+from tests.settings import PGOBSERVE
+
+PGOBSERVE = {
+    **PGOBSERVE,
+    "IN_PROCESS_LISTENER": os.environ.get("PGOBSERVE_TEST_IN_PROCESS") == "1",
+    "LEADER_LOCK_KEY": int(os.environ.get("PGOBSERVE_TEST_LOCK_KEY", "7340")),
+}
