@@ -1,0 +1,59 @@
+"""Settings of the benchmark site (driven by bench/bench_ws.py through the environment)."""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.pgserver import django_database  # noqa: E402
+
+SECRET_KEY = "pgobserve-bench"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "channels",
+    "rest_framework",
+    "pgobserve",
+    "benchsite",
+]
+DATABASES = {"default": django_database(os.environ["PGOBSERVE_BENCH_DSN"])}
+DATABASES["default"]["NAME"] = os.environ.get("PGOBSERVE_BENCH_DB", "pgobserve_bench")
+# Keep connections: Channels closes and reopens them around every database_sync_to_async
+# call otherwise, which costs more than the query itself.
+DATABASES["default"]["CONN_MAX_AGE"] = None
+ASGI_APPLICATION = "benchsite.asgi.application"
+PGOBSERVE = {
+    "MODELS": ["benchsite.BenchItem"],
+    "IN_PROCESS_LISTENER": os.environ.get("BENCH_LAYER", "memory") == "memory",
+}
+if os.environ.get("BENCH_LAYER") == "redis":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        "socket_timeout": None,
+                    }
+                ],
+                "capacity": 100_000,
+                "prefix": "pgobserve-bench",
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 100_000},
+        }
+    }
+LOGGING = {"version": 1, "disable_existing_loggers": False}
