@@ -48,6 +48,11 @@ def observed_models() -> list[type[models.Model]]:
                 f"{meta.label} cannot be observed: only concrete tables carry triggers "
                 "(observe the concrete model a proxy points at)."
             )
+        if getattr(meta.pk, "column", None) is None:
+            raise ImproperlyConfigured(
+                f"{meta.label} cannot be observed: its primary key has no single column "
+                "(composite primary keys are not supported); give it a single-column pk."
+            )
         if model not in found:
             found.append(model)
     return found

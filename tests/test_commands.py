@@ -15,8 +15,9 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, models
 from django.test import override_settings
+from django.test.utils import isolate_apps
 
 from pgobserve import installation, registry, sql
 from pgobserve.installation import INSTALLED, MISSING, ORPHANED, OUTDATED
@@ -127,6 +128,34 @@ def test_an_unknown_model_label_fails_loudly_with_a_suggestion():
     with override_settings(PGOBSERVE={"MODELS": ["nonsense"]}):
         with pytest.raises(ImproperlyConfigured, match='"nonsense", which is not an installed'):
             registry.observed_models()
+
+
+def test_a_composite_primary_key_is_refused_with_a_clear_message():
+    if not hasattr(models, "CompositePrimaryKey"):
+        pytest.skip("CompositePrimaryKey needs Django 5.2")
+    with isolate_apps("tests.testapp"):
+
+        class Pair(models.Model):
+            pk = models.CompositePrimaryKey("a", "b")
+            a = models.IntegerField()
+            b = models.IntegerField()
+
+            class Meta:
+                app_label = "testapp"
+
+        registry.observe(Pair)
+        try:
+            with pytest.raises(ImproperlyConfigured, match="composite primary keys"):
+                registry.observed_models()
+        finally:
+            registry._decorated.remove(Pair)
+
+
+def test_install_and_status_take_a_database_alias():
+    assert "nothing to do" in run("install", "--database", "default")
+    assert "INSTALLED" in run("status", "--database", "default")
+    with pytest.raises(Exception, match="nope"):
+        run("status", "--database", "nope")
 
 
 # makemigration -----------------------------------------------------------------------------
