@@ -88,35 +88,35 @@ class InstanceSubscriptions(Watch):
         return removed
 
     async def refresh(self, pks: dict[str, Any] | None) -> None:
-        """One read of the watched rows among ``pks``, then the pushes that changed."""
-        keys = list(self.rows) if pks is None else [k for k in pks if k in self.rows]
+        """One read of the watched rows among ``pks``, then the pushes that changed.
+
+        Every push of the batch is decided (permission checks included) before the first
+        is sent, so all of them reflect the database as of the read.
+        """
+        keys = list(self.rows) if pks is None else [k for k in self.rows if k in pks]
         if not keys:
             return
         found = await database_sync_to_async(self.consumer.read_rows)(
             [self.rows[k].pk for k in keys]
         )
+        pushes: list[tuple[Subscription, str, Any, Any]] = []
         for key in keys:
             row = self.rows.get(key)
             if row is not None:
-                await self._push(row, found.get(key, GONE))
+                pushes += await self._decide(row, found.get(key, GONE))
+        for sub, action, body, last in pushes:
+            status = 204 if action == "delete" else 200
+            await self.consumer.reply(action, body, status=status, request_id=sub.request_id)
+            sub.last = last
 
-    async def _push(self, row: WatchedRow, data: Any) -> None:
-        consumer = self.consumer
+    async def _decide(self, row: WatchedRow, data: Any) -> list[tuple[Subscription, str, Any, Any]]:
+        """(subscription, action, body, new last) for each push this row's state calls for."""
         due = [sub for sub in row.subscriptions.values() if sub.last != data]
-        if not due:
-            return
         if data is GONE:
             due = [sub for sub in due if sub.last is not GONE]
-            if not due or not await consumer.may_push("delete", pk=row.pk):
-                return
-            for sub in due:
-                await consumer.reply(
-                    "delete", {"pk": row.pk}, status=204, request_id=sub.request_id
-                )
-                sub.last = GONE
-            return
-        if not await consumer.may_push("update", pk=row.pk):
-            return  # withheld; ``last`` is kept, so the next allowed change is sent
-        for sub in due:
-            await consumer.reply("update", data, status=200, request_id=sub.request_id)
-            sub.last = data
+            if not due or not await self.consumer.may_push("delete", pk=row.pk):
+                return []
+            return [(sub, "delete", {"pk": row.pk}, GONE) for sub in due]
+        if not due or not await self.consumer.may_push("update", pk=row.pk):
+            return []  # withheld: ``last`` is kept, so the next allowed change is sent
+        return [(sub, "update", data, data) for sub in due]

@@ -10,19 +10,14 @@ from django.urls import path  # noqa: E402
 from project.routing import websocket_urlpatterns  # noqa: E402
 
 from pgobserve.asgi import PgObserveRouter  # noqa: E402
-from tests.e2e.consumers import GuardedTaskConsumer  # noqa: E402
+from tests.e2e.consumers import GuardedTaskConsumer, PortedUserConsumer  # noqa: E402
+
+routes = [
+    *websocket_urlpatterns,
+    path("ws/guarded-tasks/", GuardedTaskConsumer.as_asgi()),
+    path("ws/dcrf-users/", PortedUserConsumer.as_asgi()),
+]
 
 application = PgObserveRouter(
-    ProtocolTypeRouter(
-        {
-            "websocket": AuthMiddlewareStack(
-                URLRouter(
-                    [
-                        *websocket_urlpatterns,
-                        path("ws/guarded-tasks/", GuardedTaskConsumer.as_asgi()),
-                    ]
-                )
-            )
-        }
-    )
+    ProtocolTypeRouter({"websocket": AuthMiddlewareStack(URLRouter(routes))})
 )

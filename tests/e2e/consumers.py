@@ -1,7 +1,10 @@
-"""Consumers only the tests need: a push-time permission, a query counter, a failing action."""
+"""Consumers only the tests need: push-time permission, query counter, failing action, DCRF port."""
 
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework import serializers
 from tasks.models import Task
 from tasks.serializers import TaskSerializer
 
@@ -42,3 +45,23 @@ class GuardedTaskConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
     @action()
     async def boom(self, **kwargs):
         raise ValueError("a bug in an action")
+
+
+class DCRFUserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = get_user_model()
+        fields = ("id", "username", "email")
+
+
+class PortedUserConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
+    """The consumer of DCRF's tests/test_model_observer.py, imports changed."""
+
+    queryset = get_user_model().objects.all()
+    serializer_class = DCRFUserSerializer
+
+    @action()
+    async def update_username(self, pk=None, username=None, **kwargs):
+        user = await database_sync_to_async(self.get_object)(pk=pk)
+        user.username = username
+        await database_sync_to_async(user.save)()
+        return {"pk": pk}, 200
