@@ -27,6 +27,7 @@ from . import groups, registry
 from .consumers import required
 from .decorators import action
 from .instances import InstanceSubscriptions
+from .queries import ObserverQueryMixin
 
 __all__ = [
     "CreateModelMixin",
@@ -36,6 +37,7 @@ __all__ = [
     "PatchModelMixin",
     "DeleteModelMixin",
     "ObserverModelInstanceMixin",
+    "ObserverQueryMixin",
 ]
 
 
