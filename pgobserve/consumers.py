@@ -148,7 +148,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         await super().dispatch(message)
 
     async def pgobserve_change(self, message: dict) -> None:
-        self.watches.changed(message.get("table", ""), message.get("pks"))
+        self.watches.changed(message.get("table", ""), message.get("pks"), message.get("batch"))
 
     async def pgobserve_resync(self, message: dict) -> None:
         self.watches.resync()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework.generics import get_object_or_404
 from rest_framework.serializers import Serializer
 
-from . import groups
+from . import groups, shared
 from .consumers import AsyncAPIConsumer, BadRequest, required
 
 __all__ = ["GenericAsyncAPIConsumer"]
@@ -31,6 +32,10 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     queryset: QuerySet | None = None
     serializer_class: type[Serializer] | None = None
     lookup_field: str = "pk"
+    #: True when ``get_queryset()``, ``filter_queryset()`` and the serializer's output do
+    #: not depend on the socket: a change is then read and serialized once per process
+    #: for all sockets of this class, not once per socket (see ``shared.py``).
+    share_reads: bool = False
     lookup_url_kwarg: str | None = None
 
     def get_queryset(self, **kwargs: Any) -> QuerySet:
@@ -111,6 +116,15 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         return pks[0]
 
     # pushes -------------------------------------------------------------------------------
+
+    async def read_rows_batch(self, pks: list[Any], batches: frozenset | None) -> dict[str, Any]:
+        """``read_rows`` for a batch of changes; shared by the process's consumers of this
+        class when it sets ``share_reads`` (see ``shared.py``)."""
+        read = database_sync_to_async(self.read_rows)
+        if not (self.share_reads and batches):
+            return await read(pks)
+        key = (type(self), "rows", batches, tuple(sorted(groups.pk_key(pk) for pk in pks)))
+        return await shared.read_once(key, lambda: read(pks))
 
     def read_rows(self, pks: list[Any], action: str = "update") -> dict[str, Any]:
         """pk_key → serialized data of those of ``pks`` still in the queryset: one query."""

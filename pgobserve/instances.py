@@ -15,8 +15,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from . import conf, groups
 from .watches import Watch
 
@@ -87,7 +85,7 @@ class InstanceSubscriptions(Watch):
                 del self.rows[key]
         return removed
 
-    async def refresh(self, pks: dict[str, Any] | None) -> None:
+    async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
         """One read of the watched rows among ``pks``, then the pushes that changed.
 
         Every push of the batch is decided (permission checks included) before the first
@@ -96,9 +94,7 @@ class InstanceSubscriptions(Watch):
         keys = list(self.rows) if pks is None else [k for k in self.rows if k in pks]
         if not keys:
             return
-        found = await database_sync_to_async(self.consumer.read_rows)(
-            [self.rows[k].pk for k in keys]
-        )
+        found = await self.consumer.read_rows_batch([self.rows[k].pk for k in keys], batches)
         pushes: list[tuple[Subscription, str, Any, Any]] = []
         for key in keys:
             row = self.rows.get(key)

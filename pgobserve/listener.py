@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -113,6 +114,8 @@ class Listener:
         #: Counters for logs, tests and benchmarks.
         self.stats = {"notifications": 0, "batches": 0, "messages": 0, "resyncs": 0}
         self._stopping = asyncio.Event()
+        self._run_id = secrets.token_hex(4)
+        self._sequence = 0
 
     @property
     def channel_layer(self) -> Any:
@@ -246,6 +249,12 @@ class Listener:
 
     async def send(self, merged: dict[str, TableChanges]) -> None:
         messages = group_messages(merged, self.shards, self.max_pks)
+        # Every message of a batch carries its id, so consumers that share reads
+        # (``share_reads``) can tell the same changes from later ones.
+        self._sequence += 1
+        batch = f"{self._run_id}.{self._sequence}"
+        for _, message in messages:
+            message["batch"] = batch
         layer = self.channel_layer
         await asyncio.gather(*(layer.group_send(group, msg) for group, msg in messages))
         self.stats["batches"] += 1

@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from rest_framework import exceptions
 
-from . import conf, groups, registry
+from . import conf, groups, registry, shared
 from .consumers import required
 from .decorators import action
 from .filters import build_q
@@ -65,7 +65,7 @@ class QuerySubscriptions(Watch):
     def __repr__(self) -> str:
         return f"<QuerySubscriptions {self.table}: {len(self.subs)}>"
 
-    async def refresh(self, pks: dict[str, Any] | None) -> None:
+    async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
         subs = list(self.subs.values())
         if not subs:
             return
@@ -73,15 +73,28 @@ class QuerySubscriptions(Watch):
             # Unknown rows changed, or so many that reading them all costs more than
             # re-running each query (which returns only its own rows): re-run, compare.
             for sub in subs:
-                rows = await database_sync_to_async(self.consumer.read_query)(sub.condition)
+                rows = await self._read(batches, "query", str(sub.condition), sub.condition)
                 await self._settle(sub, {key: (pk, data) for key, pk, data in rows}, set(sub.held))
             return
-        matches = await database_sync_to_async(self.consumer.read_query_matches)(
-            list(pks.values()), [sub.condition for sub in subs]
-        )
+        conditions = [sub.condition for sub in subs]
+        matches = await self._read(
+            batches, "matches", (tuple(sorted(pks)), tuple(map(str, conditions))),
+            list(pks.values()), conditions,
+        )  # fmt: skip
         for index, sub in enumerate(subs):
             current = {key: (pk, data) for key, pk, data, member in matches if member[index]}
             await self._settle(sub, current, set(pks))
+
+    async def _read(self, batches: frozenset | None, kind: str, key: Any, *args: Any) -> Any:
+        """Run ``read_query`` / ``read_query_matches``, once per process for consumers of a
+        class with ``share_reads`` (same batch, same query)."""
+        method = "read_query" if kind == "query" else "read_query_matches"
+        read = database_sync_to_async(getattr(self.consumer, method))
+        if not (self.consumer.share_reads and batches):
+            return await read(*args)
+        return await shared.read_once(
+            (type(self.consumer), kind, self.table, batches, key), lambda: read(*args)
+        )
 
     async def _settle(
         self, sub: QuerySubscription, current: dict[str, tuple[Any, Any]], checked: set[str]

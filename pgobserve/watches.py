@@ -32,9 +32,11 @@ class Watch:
 
     table: str
 
-    async def refresh(self, pks: dict[str, Any] | None) -> None:
+    async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
         """Re-read what is watched among ``pks`` (pk_key → pk; None: everything) and push.
 
+        ``batches``: the listener batch ids these changes came in (None if unknown), the
+        key under which consumers with ``share_reads`` share a read (``shared.py``).
         Called under the registry's lock, at most once per table per flush.
         """
         raise NotImplementedError
@@ -46,6 +48,7 @@ class WatchRegistry:
     def __init__(self) -> None:
         self._watches: dict[str, list[Watch]] = defaultdict(list)
         self._pending: dict[str, dict[str, Any] | None] = {}
+        self._batches: dict[str, set[str | None]] = defaultdict(set)
         self._task: asyncio.Task | None = None
         self._arrivals = 0
         self.lock = asyncio.Lock()
@@ -61,11 +64,12 @@ class WatchRegistry:
     def tables(self) -> list[str]:
         return [table for table, watches in self._watches.items() if watches]
 
-    def changed(self, table: str, pks: list[Any] | None) -> None:
+    def changed(self, table: str, pks: list[Any] | None, batch: str | None = None) -> None:
         """Record a change message; the flush runs once the consumer is idle."""
         if not self._watches.get(table):
             return
         self._arrivals += 1
+        self._batches[table].add(batch)
         if pks is None:
             self._pending[table] = EVERYTHING
         elif table not in self._pending or self._pending[table] is not EVERYTHING:
@@ -77,6 +81,7 @@ class WatchRegistry:
         """Re-check everything watched (after a gap in the listener's feed)."""
         for table in self.tables():
             self._pending[table] = EVERYTHING
+            self._batches[table].add(None)
         if self._pending:
             self._schedule()
 
@@ -101,10 +106,13 @@ class WatchRegistry:
         while self._pending:
             async with self.lock:
                 pending, self._pending = self._pending, {}
+                batches, self._batches = self._batches, defaultdict(set)
                 for table, pks in pending.items():
+                    ids = frozenset(batches[table])
+                    shareable = ids if pks is not EVERYTHING and None not in ids else None
                     for watch in list(self._watches.get(table, ())):
                         try:
-                            await watch.refresh(pks)
+                            await watch.refresh(pks, shareable)
                         except Exception:
                             logger.exception("pgobserve could not refresh %r on %s", watch, table)
 

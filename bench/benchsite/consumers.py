@@ -23,6 +23,7 @@ class ItemConsumer(ObserverQueryMixin, ObserverModelInstanceMixin, GenericAsyncA
     queryset = BenchItem.objects.all()
     serializer_class = BenchItemSerializer
     query_filter_fields = {"bucket": ["exact"]}
+    share_reads = True  # nothing here depends on the socket
 
 
 class DCRFItemConsumer(DCRFObserverMixin, DCRFGeneric):
