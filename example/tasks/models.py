@@ -5,6 +5,13 @@ from django.db import models
 class Project(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(unique=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="projects",
+    )
 
     def __str__(self) -> str:
         return self.name

@@ -10,12 +10,17 @@ from django.urls import path  # noqa: E402
 from project.routing import websocket_urlpatterns  # noqa: E402
 
 from pgobserve.asgi import PgObserveRouter  # noqa: E402
-from tests.e2e.consumers import GuardedTaskConsumer, PortedUserConsumer  # noqa: E402
+from tests.e2e.consumers import (  # noqa: E402
+    GuardedTaskConsumer,
+    PortedUserConsumer,
+    QueryTaskConsumer,
+)
 
 routes = [
     *websocket_urlpatterns,
     path("ws/guarded-tasks/", GuardedTaskConsumer.as_asgi()),
     path("ws/dcrf-users/", PortedUserConsumer.as_asgi()),
+    path("ws/query-tasks/", QueryTaskConsumer.as_asgi()),
 ]
 
 application = PgObserveRouter(

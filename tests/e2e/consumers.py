@@ -1,4 +1,4 @@
-"""Consumers only the tests need: push-time permission, query counter, failing action, DCRF port."""
+"""Consumers only the tests need: push-time permission, query counters, a failing action."""
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
@@ -11,7 +11,7 @@ from tasks.serializers import TaskSerializer
 from pgobserve import permissions
 from pgobserve.decorators import action
 from pgobserve.generics import GenericAsyncAPIConsumer
-from pgobserve.mixins import ObserverModelInstanceMixin
+from pgobserve.mixins import ObserverModelInstanceMixin, ObserverQueryMixin
 
 
 class NoSecretPushes(permissions.BasePermission):
@@ -45,6 +45,34 @@ class GuardedTaskConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
     @action()
     async def boom(self, **kwargs):
         raise ValueError("a bug in an action")
+
+
+class QueryTaskConsumer(ObserverQueryMixin, GenericAsyncAPIConsumer):
+    """Query subscriptions ordered by title (not by pk), counting each push read's queries."""
+
+    queryset = Task.objects.order_by("title", "id")
+    serializer_class = TaskSerializer
+    query_filter_fields = {"project": ["exact"], "done": ["exact"], "title": ["icontains"]}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads: list[tuple[str, int]] = []  # (which read, queries it made)
+
+    def read_query_matches(self, pks, conditions):
+        with CaptureQueriesContext(connection) as queries:
+            found = super().read_query_matches(pks, conditions)
+        self.reads.append(("matches", len(queries)))
+        return found
+
+    def read_query(self, condition, limit=None):
+        with CaptureQueriesContext(connection) as queries:
+            found = super().read_query(condition, limit)
+        self.reads.append(("query", len(queries)))
+        return found
+
+    @action()
+    async def push_reads(self, **kwargs):
+        return self.reads, 200
 
 
 class DCRFUserSerializer(serializers.ModelSerializer):
