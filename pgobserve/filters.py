@@ -89,10 +89,16 @@ def _convert(field: models.Field, lookup: str, value: Any) -> Any:
             raise ValidationError(f"{lookup} takes a string")
         return value
     target = field.target_field if isinstance(field, models.ForeignKey) else field
+    if isinstance(value, bool) and not isinstance(target, models.BooleanField):
+        raise ValidationError("true or false is not a value of this field")
     try:
-        return target.to_python(value)
+        converted = target.to_python(value)
     except DjangoValidationError as exc:
         raise ValidationError(exc.messages) from None
+    if isinstance(value, float) and isinstance(converted, int) and converted != value:
+        # int(1.5) is 1: an integer field must not silently match another value.
+        raise ValidationError(f"“{value}” value must be an integer.")
+    return converted
 
 
 def build_q(

@@ -52,6 +52,17 @@ def test_nested_values_are_rejected():
     assert "name__icontains" in errors_of({"name__icontains": 5})
 
 
+def test_values_are_not_coerced_into_other_values():
+    # int(1.5) == 1 and int(True) == 1: neither may silently filter on 1.
+    detail = errors_of({"value": 1.5, "value__in": [1, True], "name": False})
+    assert detail == {
+        "value": ["“1.5” value must be an integer."],
+        "value__in": ["true or false is not a value of this field"],
+        "name": ["true or false is not a value of this field"],
+    }
+    assert build_q(Item, DECLARED, {"value": 2.0}) == Q(value__exact=2)
+
+
 def test_in_is_bounded():
     assert "value__in" in errors_of({"value__in": list(range(MAX_IN_VALUES + 1))})
 
