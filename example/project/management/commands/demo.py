@@ -44,9 +44,12 @@ class Command(BaseCommand):
 
     def seed(self) -> Task:
         user_model = get_user_model()
-        if not user_model.objects.filter(username="demo").exists():
-            user_model.objects.create_user("demo", "demo@example.com", "demo")
-        project, _ = Project.objects.get_or_create(slug="demo", defaults={"name": "Demo"})
+        user = user_model.objects.filter(username="demo").first()
+        if user is None:
+            user = user_model.objects.create_user("demo", "demo@example.com", "demo")
+        project, _ = Project.objects.get_or_create(
+            slug="demo", defaults={"name": "Demo", "owner": user}
+        )
         if not project.tasks.exists():
             for title in TITLES:
                 Task.objects.create(project=project, title=title)
@@ -68,6 +71,7 @@ class Command(BaseCommand):
             f"  WebSockets     ws://{base}/ws/tasks/  ws://{base}/ws/open-tasks/",
             f"                 ws://{base}/ws/projects/ (lookup by slug)  "
             f"ws://{base}/ws/users/ (logged-in session)",
+            f"                 ws://{base}/ws/my-tasks/ (the logged-in user's tasks)",
             "",
             "  subscribe from a terminal:",
             f"    python example/watch.py ws://{base}/ws/tasks/ {task.pk}",
