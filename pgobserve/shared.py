@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
 from typing import Any
 
 #: How long a finished read stays available to consumers that are slower to get to it.
@@ -26,13 +27,30 @@ _reads: dict[Hashable, asyncio.Future] = {}
 async def read_once(key: Hashable, read: Callable[[], Awaitable[Any]]) -> Any:
     """The result of ``read()``, run once per ``key`` for every consumer that asks."""
     loop = asyncio.get_running_loop()
-    future = _reads.get(key)
-    if future is None or future.get_loop() is not loop:
+    task = _reads.get(key)
+    if task is None or task.get_loop() is not loop:
         # A task of its own: a socket that closes mid-read must not cancel the others'.
-        future = asyncio.ensure_future(read())
-        _reads[key] = future
-        loop.call_later(KEEP_SECONDS, _forget, key, future)
-    return await asyncio.shield(future)
+        task = asyncio.ensure_future(read())
+        _reads[key] = task
+        loop.call_later(KEEP_SECONDS, _forget, key, task)
+    if task.done():
+        return task.result()
+    # A future per waiter, not ``asyncio.shield``: a cancelled waiter cancels only its
+    # own future, and 1,000 waiters cost 1,000 callbacks, not 1,000 shields.
+    waiter = loop.create_future()
+    task.add_done_callback(partial(_settle, waiter))
+    return await waiter
+
+
+def _settle(waiter: asyncio.Future, task: asyncio.Future) -> None:
+    if waiter.done():
+        return
+    if task.cancelled():
+        waiter.cancel()
+    elif task.exception() is not None:
+        waiter.set_exception(task.exception())
+    else:
+        waiter.set_result(task.result())
 
 
 def _forget(key: Hashable, future: asyncio.Future) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from . import groups
@@ -45,7 +46,10 @@ class Watch:
 class WatchRegistry:
     """The watches of one consumer, and its pending changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, may_get_more: Callable[[], bool] = lambda: True) -> None:
+        #: Whether one batch can reach this consumer as several messages (it is in more
+        #: than one group); if not, there is nothing to wait for before reading.
+        self._may_get_more = may_get_more
         self._watches: dict[str, list[Watch]] = defaultdict(list)
         self._pending: dict[str, dict[str, Any] | None] = {}
         self._batches: dict[str, set[str | None]] = defaultdict(set)
@@ -95,6 +99,8 @@ class WatchRegistry:
         Each queued message needs a few event-loop turns to be received and dispatched;
         wait (microseconds, no timer) until a few turns pass without a new change message.
         """
+        if not self._may_get_more():
+            return
         seen, rounds = -1, 0
         while seen != self._arrivals and rounds < 64:
             seen, rounds = self._arrivals, rounds + 1

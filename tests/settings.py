@@ -77,7 +77,7 @@ if os.environ.get("PGOBSERVE_TEST_LAYER") == "redis":
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "pgobserve.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 10_000},
         }
     }

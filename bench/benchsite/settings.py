@@ -52,7 +52,7 @@ if os.environ.get("BENCH_LAYER") == "redis":
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "pgobserve.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 100_000},
         }
     }
