@@ -103,7 +103,31 @@ def uninstall(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[
                 for statement in statements:
                     cursor.execute(statement)
         done.append((entry.table, statements))
+    stray = [
+        f"DROP FUNCTION IF EXISTS {sql.quote_ident(name)}()" for name in _stray_functions(alias)
+    ]
+    if stray:
+        if not dry_run:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                for statement in stray:
+                    cursor.execute(statement)
+        done.append(("(functions without triggers)", stray))
     return done
+
+
+def _stray_functions(alias: str) -> list[str]:
+    """pgobserve notify functions no trigger uses any more (their triggers were dropped by
+    hand, or their table was): recognised by the version comment pgobserve puts on them."""
+    query = """
+        SELECT p.proname FROM pg_proc p
+        JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = ANY(current_schemas(false))
+          AND obj_description(p.oid, 'pg_proc') LIKE %s
+          AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid)
+    """
+    with connections[alias].cursor() as cursor:
+        cursor.execute(query, [sql.COMMENT_PREFIX + "%"])
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def queue_usage(alias: str | None = None) -> float:

@@ -239,3 +239,15 @@ def test_makemigration_refuses_an_app_without_observed_models():
         run("makemigration", "sessions")
     with pytest.raises(CommandError):
         run("makemigration", "no_such_app")
+
+
+def test_uninstall_also_removes_functions_whose_triggers_were_dropped_by_hand():
+    with connection.cursor() as cursor:
+        for name in sql.TRIGGER_NAMES.values():
+            cursor.execute(f'DROP TRIGGER "{name}" ON testapp_textitem')
+    assert "function " + sql.function_name("testapp_textitem") in objects()
+    out = run("uninstall")
+    assert "functions without triggers" in out
+    assert objects() == []
+    run("install")
+    assert set(states().values()) == {INSTALLED}
