@@ -16,10 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import conf, groups
+from .permissions import AllowAny
 from .watches import Watch
 
 #: Marks "the client was told this row does not exist (any more)".
 GONE = object()
+
+
+def _may_refuse(consumer: Any) -> bool:
+    """Whether a push permission of ``consumer`` could refuse (anything but ``AllowAny``)."""
+    return not all(
+        permission is AllowAny or isinstance(permission, AllowAny)
+        for permission in consumer.permission_classes
+    )
 
 
 def request_key(request_id: Any) -> str:
@@ -90,29 +99,47 @@ class InstanceSubscriptions(Watch):
 
         Every push of the batch is decided (permission checks included) before the first
         is sent, so all of them reflect the database as of the read.
+
+        An update is checked before the read and again after it, and goes out only if both
+        allow it. A check only after the read would send data read while the row was
+        refused once it is allowed again (a refusal ending between read and check); a check
+        only before it would send data read after a refusal began. With both, the data was
+        read between two allowing checks. Unless the consumer only has ``AllowAny``, the
+        read is private: a shared one (``share_reads``) may predate this socket's check.
         """
         keys = list(self.rows) if pks is None else [k for k in self.rows if k in pks]
         if not keys:
             return
+        allowed_before = {
+            key: await self.consumer.may_push("update", pk=self.rows[key].pk) for key in keys
+        }
+        if _may_refuse(self.consumer):
+            batches = None
         found = await self.consumer.read_rows_batch([self.rows[k].pk for k in keys], batches)
         pushes: list[tuple[Subscription, str, Any, Any]] = []
         for key in keys:
             row = self.rows.get(key)
             if row is not None:
-                pushes += await self._decide(row, found.get(key, GONE))
+                pushes += await self._decide(row, found.get(key, GONE), allowed_before[key])
         for sub, action, body, last in pushes:
             status = 204 if action == "delete" else 200
             await self.consumer.reply(action, body, status=status, request_id=sub.request_id)
             sub.last = last
 
-    async def _decide(self, row: WatchedRow, data: Any) -> list[tuple[Subscription, str, Any, Any]]:
-        """(subscription, action, body, new last) for each push this row's state calls for."""
+    async def _decide(
+        self, row: WatchedRow, data: Any, allowed_before: bool
+    ) -> list[tuple[Subscription, str, Any, Any]]:
+        """(subscription, action, body, new last) for each push this row's state calls for.
+
+        ``allowed_before``: the update check made before the read (see ``refresh``). A
+        delete sends only the pk the client already has, so it is checked once.
+        """
         due = [sub for sub in row.subscriptions.values() if sub.last != data]
         if data is GONE:
             due = [sub for sub in due if sub.last is not GONE]
             if not due or not await self.consumer.may_push("delete", pk=row.pk):
                 return []
             return [(sub, "delete", {"pk": row.pk}, GONE) for sub in due]
-        if not due or not await self.consumer.may_push("update", pk=row.pk):
+        if not due or not allowed_before or not await self.consumer.may_push("update", pk=row.pk):
             return []  # withheld: ``last`` is kept, so the next allowed change is sent
         return [(sub, "update", data, data) for sub in due]

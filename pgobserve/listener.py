@@ -36,6 +36,11 @@ BURST_WINDOW = 0.05
 #: Event-loop turns the sender yields to see whether the reader still finds notifications
 #: (a socket read takes a few turns: readiness, callback, task resumption).
 BURST_YIELDS = 8
+#: Most group messages of a batch in flight at once. Each holds a channel-layer connection,
+#: and a TRUNCATE of N tables alone is N × (SHARDS + 1) messages: sent all at once they
+#: exceed the Redis layer's pool (redis-py's default ``max_connections`` is 100), the batch
+#: fails with ``MaxConnectionsError`` and every consumer has to resync.
+SEND_CONCURRENCY = 32
 
 #: Keys of Django's connection parameters that are not libpq connection options.
 _NOT_CONNINFO = {"cursor_factory", "context", "prepare_threshold", "pool", "server_side_binding"}
@@ -256,7 +261,13 @@ class Listener:
         for _, message in messages:
             message["batch"] = batch
         layer = self.channel_layer
-        await asyncio.gather(*(layer.group_send(group, msg) for group, msg in messages))
+        slots = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def send_one(group: str, message: dict[str, Any]) -> None:
+            async with slots:
+                await layer.group_send(group, message)
+
+        await asyncio.gather(*(send_one(group, msg) for group, msg in messages))
         self.stats["batches"] += 1
         self.stats["messages"] += len(messages)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -86,7 +87,8 @@ async def test_unexpected_exception_gives_500_not_a_traceback(live, db):
         assert reply == envelope("boom", None, 500, 1, ["A server error occurred."])
         reply = await ws.ask({"action": "push_reads", "request_id": 2})
         assert reply == envelope("push_reads", [], 200, 2)
-    assert "ValueError: a bug in an action" in live.daphne.output
+    # The log line reaches the output reader thread through a pipe: wait for it, bounded.
+    await asyncio.to_thread(live.daphne.wait_for, "ValueError: a bug in an action", 5)
 
 
 def login_cookie(username: str) -> tuple[int, str]:
