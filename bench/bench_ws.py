@@ -228,8 +228,6 @@ async def fan_out(site: Site, conninfo: str, clients: int) -> list[float]:
         return time.perf_counter() - start
 
     times = await asyncio.gather(*(receive(ws) for ws in sockets))
-    print(f"fan-out: first {min(times) * 1000:.1f} ms, last {max(times) * 1000:.1f} ms",
-          file=sys.stderr)
     await writer.close()
     await asyncio.gather(*(ws.close() for ws in sockets))
     return list(times)

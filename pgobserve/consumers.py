@@ -74,7 +74,9 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.groups = set(self.groups or [])
-        self.watches = WatchRegistry()
+        # One batch reaches a consumer as several messages only if it is in several groups
+        # besides the resync group (shard groups of many rows, or a table group too).
+        self.watches = WatchRegistry(may_get_more=lambda: len(self.groups) > 2)
         self.detached_tasks: list[asyncio.Task] = []
         self._group_holds: Counter[str] = Counter()
 
