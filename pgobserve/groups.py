@@ -12,7 +12,6 @@ import hashlib
 import re
 import zlib
 from typing import Any
-from uuid import UUID
 
 #: Every pgobserve consumer joins this group; the listener sends ``pgobserve.resync`` to it
 #: after any gap in which notifications may have been lost.
@@ -36,11 +35,7 @@ def pk_key(pk: Any) -> str:
     JSON gives ints and strings; Django gives int, str or UUID (whose ``str`` matches
     PostgreSQL's JSON text of a uuid).
     """
-    if isinstance(pk, bool):  # bool is an int subclass; never a real pk, but be exact
-        return str(int(pk))
-    if isinstance(pk, (int, str, UUID)):
-        return str(pk)
-    return str(pk)
+    return str(int(pk)) if isinstance(pk, bool) else str(pk)
 
 
 def shard_of(pk: Any, shards: int) -> int:

@@ -155,15 +155,16 @@ class ObserverQueryMixin:
         queryset = self.filter_queryset(self.get_queryset(**call), **call)
         return queryset if queryset.ordered else queryset.order_by("pk")
 
-    def _serialize(self, instance: Any) -> Any:
-        return self.get_serializer(instance=instance, action_kwargs={"action": "update"}).data
-
     def read_query(self, condition: Q, limit: int | None = None) -> list[tuple[str, Any, Any]]:
         """(pk_key, pk, data) of the rows matching ``condition``, in the queryset's order."""
         queryset = self._query_base().filter(condition)
         if limit is not None:
             queryset = queryset[: limit + 1]
-        return [(groups.pk_key(i.pk), i.pk, self._serialize(i)) for i in queryset]
+        instances = list(queryset)
+        return [
+            (groups.pk_key(i.pk), i.pk, data)
+            for i, data in zip(instances, self.serialize_many(instances), strict=True)
+        ]
 
     def read_query_matches(
         self, pks: list[Any], conditions: list[Q]
@@ -175,7 +176,7 @@ class ObserverQueryMixin:
             for i, c in enumerate(conditions)
             if c
         }
-        result = []
+        matching: list[tuple[Any, list[bool]]] = []
         base = self._query_base().annotate(**annotations)
         for start in range(0, len(pks), 5000):
             for instance in base.filter(pk__in=pks[start : start + 5000]):
@@ -184,9 +185,12 @@ class ObserverQueryMixin:
                     for i, c in enumerate(conditions)
                 ]
                 if any(member):
-                    data = self._serialize(instance)
-                    result.append((groups.pk_key(instance.pk), instance.pk, data, member))
-        return result
+                    matching.append((instance, member))
+        data = self.serialize_many([instance for instance, _ in matching])
+        return [
+            (groups.pk_key(instance.pk), instance.pk, row, member)
+            for (instance, member), row in zip(matching, data, strict=True)
+        ]
 
     @action()
     async def subscribe_query(

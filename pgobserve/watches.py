@@ -20,12 +20,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from . import groups
-
 logger = logging.getLogger("pgobserve.consumers")
 
 #: ``refresh(EVERYTHING)``: unknown rows changed (TRUNCATE, resync): re-check all watched.
 EVERYTHING = None
+
+#: A batch that changed more pks than this is treated as EVERYTHING: re-checking what a
+#: consumer watches costs less than indexing 100,000 pks in every consumer.
+MANY_PKS = 10_000
 
 
 class Watch:
@@ -78,7 +80,11 @@ class WatchRegistry:
             self._pending[table] = EVERYTHING
         elif table not in self._pending or self._pending[table] is not EVERYTHING:
             merged = self._pending.setdefault(table, {})
-            merged.update((groups.pk_key(pk), pk) for pk in pks)
+            if len(merged) + len(pks) > MANY_PKS:
+                self._pending[table] = EVERYTHING  # cheaper to re-check what is watched
+            else:
+                # The listener's pks are JSON ints and strings, whose pk_key is their str().
+                merged.update(zip(map(str, pks), pks, strict=True))
         self._schedule()
 
     def resync(self) -> None:
@@ -115,7 +121,8 @@ class WatchRegistry:
                 batches, self._batches = self._batches, defaultdict(set)
                 for table, pks in pending.items():
                     ids = frozenset(batches[table])
-                    shareable = ids if pks is not EVERYTHING and None not in ids else None
+                    # A resync has no batch id: its reads are never shared.
+                    shareable = ids if None not in ids else None
                     for watch in list(self._watches.get(table, ())):
                         try:
                             await watch.refresh(pks, shareable)
