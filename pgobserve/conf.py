@@ -73,5 +73,6 @@ def leader_lock_key() -> int:
 
 
 def max_query_rows() -> int:
-    """Most rows a query subscription may hold; a larger snapshot is refused with 413."""
+    """Most rows a query-subscription snapshot may have (413 beyond). Checked when
+    subscribing only: a live result may grow past it."""
     return int(_get("MAX_QUERY_ROWS", 1000))

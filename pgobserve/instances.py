@@ -16,19 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import conf, groups
-from .permissions import AllowAny
+from .permissions import may_refuse
 from .watches import Watch
 
 #: Marks "the client was told this row does not exist (any more)".
 GONE = object()
-
-
-def _may_refuse(consumer: Any) -> bool:
-    """Whether a push permission of ``consumer`` could refuse (anything but ``AllowAny``)."""
-    return not all(
-        permission is AllowAny or isinstance(permission, AllowAny)
-        for permission in consumer.permission_classes
-    )
 
 
 def request_key(request_id: Any) -> str:
@@ -113,7 +105,7 @@ class InstanceSubscriptions(Watch):
         allowed_before = {
             key: await self.consumer.may_push("update", pk=self.rows[key].pk) for key in keys
         }
-        if _may_refuse(self.consumer):
+        if may_refuse(self.consumer):
             batches = None
         found = await self.consumer.read_rows_batch([self.rows[k].pk for k in keys], batches)
         pushes: list[tuple[Subscription, str, Any, Any]] = []

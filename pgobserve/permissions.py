@@ -27,6 +27,7 @@ __all__ = [
     "ensure_async",
     "request_from_scope",
     "instantiate",
+    "may_refuse",
 ]
 
 
@@ -147,6 +148,14 @@ class AllowAny(BasePermission):
 
     async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
         return True
+
+
+def may_refuse(consumer: Any) -> bool:
+    """Whether a push permission of ``consumer`` could refuse (anything but ``AllowAny``)."""
+    return not all(
+        permission is AllowAny or isinstance(permission, AllowAny)
+        for permission in consumer.permission_classes
+    )
 
 
 class IsAuthenticated(BasePermission):

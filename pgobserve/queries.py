@@ -27,10 +27,11 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from rest_framework import exceptions
 
 from . import conf, groups, registry, shared
-from .consumers import required
+from .consumers import BadRequest, required
 from .decorators import action
 from .filters import build_q
 from .instances import request_key
+from .permissions import may_refuse
 from .watches import Watch
 
 __all__ = ["ObserverQueryMixin", "QueryTooLarge"]
@@ -69,12 +70,27 @@ class QuerySubscriptions(Watch):
         subs = list(self.subs.values())
         if not subs:
             return
-        if pks is None or len(pks) > REQUERY_ABOVE:
+        requery = pks is None or len(pks) > REQUERY_ABOVE
+        # As for instances (see ``InstanceSubscriptions.refresh``): a push goes out only if
+        # the permission allowed it before the read and allows it after, so no data read
+        # while the row was refused is sent once the refusal ends. Rows that enter through
+        # a re-run query (bulk changes, TRUNCATE, resync) are only checked after the read.
+        allowed_before: dict[str, bool] = {}
+        if may_refuse(self.consumer):
+            batches = None  # a shared read may predate this socket's first check
+            candidates = {k: held[0] for sub in subs for k, held in sub.held.items()}
+            if not requery:
+                candidates.update(pks)
+            for key, pk in candidates.items():
+                verb = "update" if any(key in sub.held for sub in subs) else "create"
+                allowed_before[key] = await self.consumer.may_push(verb, pk=pk)
+        if requery:
             # Unknown rows changed, or so many that reading them all costs more than
             # re-running each query (which returns only its own rows): re-run, compare.
             for sub in subs:
                 rows = await self._read(batches, "query", str(sub.condition), sub.condition)
-                await self._settle(sub, {key: (pk, data) for key, pk, data in rows}, set(sub.held))
+                current = {key: (pk, data) for key, pk, data in rows}
+                await self._settle(sub, current, set(sub.held), allowed_before)
             return
         conditions = [sub.condition for sub in subs]
         matches = await self._read(
@@ -83,7 +99,7 @@ class QuerySubscriptions(Watch):
         )  # fmt: skip
         for index, sub in enumerate(subs):
             current = {key: (pk, data) for key, pk, data, member in matches if member[index]}
-            await self._settle(sub, current, set(pks))
+            await self._settle(sub, current, set(pks), allowed_before)
 
     async def _read(self, batches: frozenset | None, kind: str, key: Any, *args: Any) -> Any:
         """Run ``read_query`` / ``read_query_matches``, once per process for consumers of a
@@ -97,7 +113,11 @@ class QuerySubscriptions(Watch):
         )
 
     async def _settle(
-        self, sub: QuerySubscription, current: dict[str, tuple[Any, Any]], checked: set[str]
+        self,
+        sub: QuerySubscription,
+        current: dict[str, tuple[Any, Any]],
+        checked: set[str],
+        allowed_before: dict[str, bool],
     ) -> None:
         """Push what differs between ``current`` and what ``sub`` holds, among ``checked``."""
         consumer = self.consumer
@@ -106,7 +126,7 @@ class QuerySubscriptions(Watch):
             if held is not None and held[1] == data:
                 continue
             verb, status = ("update", 200) if held is not None else ("create", 201)
-            if await consumer.may_push(verb, pk=pk):
+            if allowed_before.get(key, True) and await consumer.may_push(verb, pk=pk):
                 await consumer.reply(verb, data, status=status, request_id=sub.request_id)
                 sub.held[key] = (pk, data)
         for key in checked:
@@ -202,6 +222,9 @@ class ObserverQueryMixin:
     ) -> None:
         if request_id is None:
             raise required("request_id")
+        if kwargs and type(self).get_query_filter is ObserverQueryMixin.get_query_filter:
+            # A misspelt "filters" must not silently subscribe to the whole queryset.
+            raise BadRequest({k: ['Unexpected field; filters go in "filters".'] for k in kwargs})
         condition = await database_sync_to_async(self.get_query_filter)(filters, **kwargs)
         limit = self.query_max_rows or conf.max_query_rows()
         subs = self.query_subscriptions()

@@ -11,6 +11,7 @@ from project.routing import websocket_urlpatterns  # noqa: E402
 
 from pgobserve.asgi import PgObserveRouter  # noqa: E402
 from tests.e2e.consumers import (  # noqa: E402
+    GuardedQueryTaskConsumer,
     GuardedTaskConsumer,
     PortedUserConsumer,
     QueryTaskConsumer,
@@ -19,6 +20,7 @@ from tests.e2e.consumers import (  # noqa: E402
 routes = [
     *websocket_urlpatterns,
     path("ws/guarded-tasks/", GuardedTaskConsumer.as_asgi()),
+    path("ws/guarded-query-tasks/", GuardedQueryTaskConsumer.as_asgi()),
     path("ws/dcrf-users/", PortedUserConsumer.as_asgi()),
     path("ws/query-tasks/", QueryTaskConsumer.as_asgi()),
 ]

@@ -18,9 +18,16 @@ class NoSecretPushes(permissions.BasePermission):
     """Every action is allowed, but no push for a task whose title starts with "secret"."""
 
     def has_permission(self, scope, consumer, action, **kwargs) -> bool:
-        if action in ("update", "delete"):
+        if action in ("create", "update", "delete"):
             return not Task.objects.filter(pk=kwargs["pk"], title__startswith="secret").exists()
         return True
+
+
+class GuardedQueryTaskConsumer(ObserverQueryMixin, GenericAsyncAPIConsumer):
+    queryset = Task.objects.all()
+    serializer_class = TaskSerializer
+    permission_classes = (NoSecretPushes,)
+    query_filter_fields = {"project": ["exact"], "title": ["icontains"]}
 
 
 class GuardedTaskConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):

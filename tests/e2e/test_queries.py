@@ -469,6 +469,14 @@ async def test_invalid_filters_get_400_and_the_socket_stays_open(live, db):
         assert reply == envelope(
             "subscribe_query", None, 400, None, [{"request_id": ["This field is required."]}]
         )
+        # A misspelt "filters" is refused, not taken as "everything".
+        reply = await ws.ask(
+            {"action": "subscribe_query", "filter": {"done": False}, "request_id": 99}
+        )
+        assert reply == envelope(
+            "subscribe_query", None, 400, 99,
+            [{"filter": ['Unexpected field; filters go in "filters".']}],
+        )  # fmt: skip
 
         # Still open, and none of the refused subscriptions exists: a valid one works alone.
         sub = Subscriber(ws)
@@ -744,3 +752,22 @@ async def test_done_when_own_open_tasks_equal_a_select(live, db, raw_conn):
         data = message["data"]
         if message["action"] != "delete":
             assert data["project"] == mine.pk or data["assignee"] == alice.pk, message
+
+
+async def test_push_permission_withholds_create_and_update(live, db):
+    p, other = await db(make_project), await db(make_project)
+    t1 = await db(Task.objects.create, project=p, title="plans")
+    async with connect(live, "/ws/guarded-query-tasks/") as ws:
+        sub = Subscriber(ws)
+        await sub.subscribe(1, {"project": p.pk})
+        sentinel = await Sentinel.plant(sub, db, other)
+        sub.pushes.clear()
+        # A change into a refused state, and a refused row entering: nothing is pushed.
+        await db(Task.objects.filter(pk=t1.pk).update, title="secret plans")
+        await db(Task.objects.create, project=p, title="secret new")
+        await sentinel.quiet(db)
+        assert [m for m in sub.pushes if m["request_id"] == 1] == []
+        assert set(sub.held[1]) == {t1.pk}
+        # Allowed again: the client gets the current data.
+        await db(Task.objects.filter(pk=t1.pk).update, title="public plans")
+        assert await sub.next() == envelope("update", await db(task_json, t1.pk), 200, 1)
