@@ -8,7 +8,7 @@ consumer's queryset.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
@@ -17,10 +17,13 @@ from django.http import Http404
 from rest_framework.generics import get_object_or_404
 from rest_framework.serializers import Serializer
 
-from . import groups, shared
+from . import groups, registry, shared
 from .consumers import AsyncAPIConsumer, BadRequest, required
+from .watches import Watch
 
 __all__ = ["GenericAsyncAPIConsumer"]
+
+W = TypeVar("W", bound=Watch)
 
 #: pk__in reads are split in chunks of this many pks (one query per chunk).
 READ_CHUNK = 5000
@@ -92,6 +95,17 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     def model(self) -> type[Model]:
         return self.get_queryset().model
+
+    def watch_of(self, kind: type[W]) -> W:
+        """This consumer's watch of ``kind`` (a subscription kind) on its model's table,
+        made and registered on first use; fails loudly if the model is not observed."""
+        watches = self.__dict__.setdefault("_watch_kinds", {})
+        if kind not in watches:
+            model = self.model()
+            registry.require_observed(model)
+            watches[kind] = kind(self, model._meta.db_table)
+            self.watches.add(watches[kind])
+        return watches[kind]
 
     def _looks_up_pk(self) -> bool:
         return self.lookup_field in ("pk", self.model()._meta.pk.name)

@@ -23,7 +23,7 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.http import Http404
 
-from . import groups, registry
+from . import groups
 from .consumers import required
 from .decorators import action
 from .instances import InstanceSubscriptions
@@ -101,14 +101,7 @@ class ObserverModelInstanceMixin(RetrieveModelMixin):
     """``retrieve``, ``subscribe_instance`` and ``unsubscribe_instance`` (see the module doc)."""
 
     def instance_subscriptions(self) -> InstanceSubscriptions:
-        subs = getattr(self, "_instance_subscriptions", None)
-        if subs is None:
-            model = self.model()
-            registry.require_observed(model)
-            subs = InstanceSubscriptions(self, model._meta.db_table)
-            self._instance_subscriptions = subs
-            self.watches.add(subs)
-        return subs
+        return self.watch_of(InstanceSubscriptions)
 
     def lookup_key(self, value: Any) -> str:
         """The text a lookup value is matched by (pk lookups: the converted pk's)."""

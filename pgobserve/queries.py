@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from rest_framework import exceptions
 
-from . import conf, groups, registry, shared
+from . import conf, groups, shared
 from .consumers import BadRequest, required
 from .decorators import action
 from .filters import build_q
@@ -157,14 +157,7 @@ class ObserverQueryMixin:
     query_max_rows: int | None = None
 
     def query_subscriptions(self) -> QuerySubscriptions:
-        subs = getattr(self, "_query_subscriptions", None)
-        if subs is None:
-            model = self.model()
-            registry.require_observed(model)
-            subs = QuerySubscriptions(self, model._meta.db_table)
-            self._query_subscriptions = subs
-            self.watches.add(subs)
-        return subs
+        return self.watch_of(QuerySubscriptions)
 
     def get_query_filter(self, filters: Any, **kwargs: Any) -> Q:
         """The condition of a query subscription; 400 (ValidationError) for bad filters."""

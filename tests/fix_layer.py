@@ -35,7 +35,8 @@ PREFIX = os.environ.setdefault(
 )
 
 
-def _find_redis() -> str | None:
+def find_redis() -> str | None:
+    """REDIS_URL, else a Redis answering on 127.0.0.1:6379, else None."""
     if os.environ.get("PGOBSERVE_TEST_NO_REDIS"):  # to try the fallback on a machine with Redis
         return None
     if os.environ.get("REDIS_URL"):
@@ -50,7 +51,7 @@ def _find_redis() -> str | None:
     return None
 
 
-REDIS_URL = _find_redis()
+REDIS_URL = find_redis()
 
 
 async def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -34,21 +34,10 @@ from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 
+from tests.fix_layer import find_redis
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 TIMEOUT = 5.0  # seconds any single message may take
-
-
-def find_redis() -> str | None:
-    if os.environ.get("REDIS_URL"):
-        return os.environ["REDIS_URL"]
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
-                return "redis://127.0.0.1:6379/0"
-    except OSError:
-        pass
-    return None
 
 
 def free_port() -> int:
