@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
 
 from . import conf, groups
 from .payload import Change, PayloadError, TableChanges, decode, merge
@@ -41,6 +42,14 @@ BURST_YIELDS = 8
 #: exceed the Redis layer's pool (redis-py's default ``max_connections`` is 100), the batch
 #: fails with ``MaxConnectionsError`` and every consumer has to resync.
 SEND_CONCURRENCY = 32
+
+#: TCP keepalives for the LISTEN connection unless the connection settings say otherwise.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 #: Keys of Django's connection parameters that are not libpq connection options.
 _NOT_CONNINFO = {"cursor_factory", "context", "prepare_threshold", "pool", "server_side_binding"}
@@ -174,9 +183,16 @@ class Listener:
             logger.info("pgobserve listener stopped")
 
     async def _session(self) -> None:
-        kwargs = self.conninfo if isinstance(self.conninfo, dict) else {}
-        conninfo = self.conninfo if isinstance(self.conninfo, str) else ""
-        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, **kwargs)
+        params = (
+            dict(self.conninfo)
+            if isinstance(self.conninfo, dict)
+            else conninfo_to_dict(self.conninfo)
+        )
+        # A LISTEN connection is idle by design: without keepalives a dead peer (a network
+        # cut, a failed-over server) would go unnoticed and changes would stop silently.
+        for key, value in KEEPALIVES.items():
+            params.setdefault(key, value)
+        conn = await psycopg.AsyncConnection.connect(autocommit=True, **params)
         async with conn:
             await self._lead(conn)
             await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.channel)))
