@@ -205,11 +205,11 @@ async def orm_latency(site: Site, path: str, pk: int, updates: int) -> list[floa
     return times
 
 
-async def fan_out(site: Site, conninfo: str, clients: int) -> list[float]:
+async def fan_out(site: Site, conninfo: str, clients: int, path: str = "pgobserve") -> list[float]:
     """``clients`` sockets subscribed to one row; one UPDATE; time until each gets it."""
     sockets = []
     for i in range(clients):
-        ws = await websockets.connect(site.url("pgobserve"), max_queue=None)
+        ws = await websockets.connect(site.url(path), max_queue=None)
         await request(ws, {"action": "subscribe_instance", "pk": 3, "request_id": i})
         sockets.append(ws)
     writer = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
@@ -329,6 +329,9 @@ def run_mode(layer: str, args) -> dict:
             out["lost"] = asyncio.run(lost_across_restart(site, conninfo))
         else:
             out["fanout"] = asyncio.run(fan_out(site, conninfo, args.clients))
+            out["fanout_private"] = asyncio.run(
+                fan_out(site, conninfo, args.clients, "pgobserve-private")
+            )
             out["bulk"] = asyncio.run(bulk_update(site, conninfo, args.rows))
     return out
 
@@ -380,8 +383,10 @@ def main() -> None:
     print_table(
         "fan-out and bulk (in-process listener, memory layer)",
         [
-            (f"{args.clients} clients on one row, one UPDATE", "p50 " + ms(mem["fanout"], 50),
-             "p99 " + ms(mem["fanout"], 99)),
+            (f"{args.clients} clients on one row, one UPDATE, share_reads = False (baseline)",
+             "p50 " + ms(mem["fanout_private"], 50), "p99 " + ms(mem["fanout_private"], 99)),
+            (f"{args.clients} clients on one row, one UPDATE, share_reads = True",
+             "p50 " + ms(mem["fanout"], 50), "p99 " + ms(mem["fanout"], 99)),
             (f"{args.rows:,}-row UPDATE, 100 instance + 10 query subscribers",
              f"{mem['bulk'][1]:,} pushes", f"all delivered {mem['bulk'][0] * 1000:.0f} ms"),
         ],

@@ -29,3 +29,9 @@ class ItemConsumer(ObserverQueryMixin, ObserverModelInstanceMixin, GenericAsyncA
 class DCRFItemConsumer(DCRFObserverMixin, DCRFGeneric):
     queryset = BenchItem.objects.all()
     serializer_class = BenchItemSerializer
+
+
+class PrivateItemConsumer(ItemConsumer):
+    """The same consumer, each socket reading for itself (the baseline of shared reads)."""
+
+    share_reads = False
