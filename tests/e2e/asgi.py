@@ -15,12 +15,14 @@ from tests.e2e.consumers import (  # noqa: E402
     GuardedTaskConsumer,
     PortedUserConsumer,
     QueryTaskConsumer,
+    SharedTaskConsumer,
 )
 
 routes = [
     *websocket_urlpatterns,
     path("ws/guarded-tasks/", GuardedTaskConsumer.as_asgi()),
     path("ws/guarded-query-tasks/", GuardedQueryTaskConsumer.as_asgi()),
+    path("ws/shared-tasks/", SharedTaskConsumer.as_asgi()),
     path("ws/dcrf-users/", PortedUserConsumer.as_asgi()),
     path("ws/query-tasks/", QueryTaskConsumer.as_asgi()),
 ]

@@ -54,6 +54,23 @@ class GuardedTaskConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
         raise ValueError("a bug in an action")
 
 
+class SharedTaskConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
+    """``share_reads``: its sockets in one process read each batch once between them."""
+
+    queryset = Task.objects.all()
+    serializer_class = TaskSerializer
+    share_reads = True
+    reads: list[int] = []  # class-wide on purpose: the pks of every read, all sockets
+
+    def read_rows(self, pks, action="update"):
+        SharedTaskConsumer.reads.append(len(pks))
+        return super().read_rows(pks, action)
+
+    @action()
+    async def shared_reads(self, **kwargs):
+        return len(SharedTaskConsumer.reads), 200
+
+
 class QueryTaskConsumer(ObserverQueryMixin, GenericAsyncAPIConsumer):
     """Query subscriptions ordered by title (not by pk), counting each push read's queries."""
 

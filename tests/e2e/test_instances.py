@@ -219,3 +219,22 @@ async def test_one_read_per_batch_whatever_the_request_ids(live, db):
             # Redis hands them over one by one: at most one read per shard message.
             shards = {groups.shard_of(t.pk, conf.shards()) for t in tasks}
             assert len(reads) <= len(shards)
+
+
+async def test_shared_reads_one_read_for_all_sockets_and_never_stale(live, db):
+    (task,) = await db(make_tasks, 1)
+    async with (
+        connect(live, "/ws/shared-tasks/") as a,
+        connect(live, "/ws/shared-tasks/") as b,
+        connect(live, "/ws/shared-tasks/") as c,
+    ):
+        for ws in (a, b, c):
+            await subscribe(ws, task.pk, "x")
+        before = (await a.ask({"action": "shared_reads", "request_id": "r"}))["data"]
+        for title in ("first", "second"):
+            await db(Task.objects.filter(pk=task.pk).update, title=title)
+            expected = envelope("update", await db(task_json, task.pk), 200, "x")
+            for ws in (a, b, c):  # each socket gets this change, none an older one
+                assert await ws.recv() == expected
+        after = (await a.ask({"action": "shared_reads", "request_id": "r"}))["data"]
+        assert after - before == 2  # one read per change for the three sockets, not three
