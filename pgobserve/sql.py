@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 
 #: PostgreSQL rejects a NOTIFY payload of 8000 bytes or more (NOTIFY_PAYLOAD_MAX_LENGTH).
 PAYLOAD_LIMIT = 7999
@@ -155,7 +155,30 @@ def _chunked_notify(spec: TableSpec, op: str, ids_query: str) -> str:
     END LOOP;"""
 
 
+def _json_pk(alias: str, spec: TableSpec) -> str:
+    """The JSON text of one pk (the single-row path)."""
+    column = f"{alias}.{quote_ident(spec.pk_column)}"
+    if spec.pk_kind == "int":
+        return f"{column}::text"
+    if spec.pk_kind == "uuid":
+        return f"'\"' || {column}::text || '\"'"
+    return f"to_json({column})::text"
+
+
+def _single_notify(spec: TableSpec, op: str, pks_json: str) -> str:
+    """PERFORM pg_notify of one payload whose pk list is the SQL text ``pks_json``."""
+    header = payload_header(spec.table, _OP_CODES[op])
+    budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
+    unknown = quote_literal(header[: -len("[")] + "null}")
+    return (
+        f"PERFORM pg_notify({quote_literal(spec.channel)}, CASE WHEN octet_length({pks_json})"
+        f" > {budget} THEN {unknown} ELSE {quote_literal(header)} || {pks_json} || ']}}' END);"
+    )
+
+
 def render_function(spec: TableSpec) -> str:
+    """The table's notify function. A one-row statement (an ORM save) takes a short path
+    of two trivial queries; the general path gathers and chunks any number of pks."""
     truncate = '{"v":1,"t":%s,"op":"T","pk":null}' % json.dumps(spec.table)
     pk = quote_ident(spec.pk_column)
     new_pks = f"SELECT n.{pk} AS pk FROM pgobserve_new n"
@@ -164,12 +187,42 @@ def render_function(spec: TableSpec) -> str:
 DECLARE
   payload text;
   pk_moved boolean;
+  row_count bigint;
+  new_pk text;
+  old_pk text;
+  same_pk boolean;
+  unchanged boolean;
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     PERFORM pg_notify({quote_literal(spec.channel)}, {quote_literal(truncate)});
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    SELECT count(*) INTO row_count FROM pgobserve_old;
+  ELSE
+    SELECT count(*) INTO row_count FROM pgobserve_new;
+  END IF;
+  IF row_count = 0 THEN
+    RETURN NULL;
+  ELSIF row_count = 1 AND TG_OP = 'INSERT' THEN
+    SELECT {_json_pk("n", spec)} INTO new_pk FROM pgobserve_new n;
+    {_single_notify(spec, "INSERT", "new_pk")}
+  ELSIF row_count = 1 AND TG_OP = 'DELETE' THEN
+    SELECT {_json_pk("o", spec)} INTO old_pk FROM pgobserve_old o;
+    {_single_notify(spec, "DELETE", "old_pk")}
+  ELSIF row_count = 1 THEN
+    -- A one-row UPDATE: nothing if the row image did not change; both pks if the pk did.
+    SELECT {_json_pk("n", spec)}, {_json_pk("o", spec)}, n.{pk} = o.{pk}, n *= o
+      INTO new_pk, old_pk, same_pk, unchanged
+      FROM pgobserve_new n, pgobserve_old o;
+    IF NOT same_pk THEN
+      {_single_notify(spec, "UPDATE", "new_pk || ',' || old_pk")}
+    ELSIF NOT unchanged THEN
+      {_single_notify(spec, "UPDATE", "new_pk")}
+    END IF;
   ELSIF TG_OP = 'INSERT' THEN{_chunked_notify(spec, "INSERT", new_pks)}
   ELSIF TG_OP = 'DELETE' THEN{_chunked_notify(spec, "DELETE", old_pks)}
-  ELSIF (SELECT count(*) FROM pgobserve_new) <= {int(spec.diff_max_rows)} THEN
+  ELSIF row_count <= {int(spec.diff_max_rows)} THEN
     -- UPDATE small enough to compare row by row: rows that did not change send nothing.
 {_chunked_notify(spec, "UPDATE", _update_diff_query(spec))}
   ELSE
