@@ -99,10 +99,21 @@ async def bulk_delivery(conninfo: str, rows: int) -> tuple[int, int, float]:
     return notifications, messages, elapsed
 
 
-async def raw_notify_rate(conninfo: str, commits: int) -> float:
+async def write(conninfo: str, commits: int, writers: int, statement: str) -> None:
+    """``commits`` autocommit executions of ``statement`` (one %s: 1..commits), spread
+    over ``writers`` concurrent connections."""
+
+    async def one(offset: int) -> None:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            for i in range(offset, commits, writers):
+                await conn.execute(statement, (i + 1,))
+
+    await asyncio.gather(*(one(offset) for offset in range(writers)))
+
+
+async def raw_notify_rate(conninfo: str, commits: int, writers: int) -> float:
     listen = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     await listen.execute("LISTEN pgobserve_bench_raw")
-    writer = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     received = 0
 
     async def receive():
@@ -114,16 +125,14 @@ async def raw_notify_rate(conninfo: str, commits: int) -> float:
 
     receiver = asyncio.create_task(receive())
     start = time.perf_counter()
-    for i in range(commits):
-        await writer.execute("SELECT pg_notify('pgobserve_bench_raw', %s)", (str(i),))
+    await write(conninfo, commits, writers, "SELECT pg_notify('pgobserve_bench_raw', %s::text)")
     await asyncio.wait_for(receiver, 60)
     elapsed = time.perf_counter() - start
-    await writer.close()
     await listen.close()
     return commits / elapsed
 
 
-async def delivered_rate(conninfo: str, commits: int) -> float:
+async def delivered_rate(conninfo: str, commits: int, writers: int) -> float:
     from channels.layers import InMemoryChannelLayer
 
     layer = InMemoryChannelLayer(capacity=100_000)
@@ -132,7 +141,6 @@ async def delivered_rate(conninfo: str, commits: int) -> float:
     await asyncio.wait_for(listener.listening.wait(), 10)
     collector = Collector(layer)
     await collector.start(groups.table_group(TABLE))
-    writer = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     seen = 0
 
     async def count():
@@ -144,11 +152,9 @@ async def delivered_rate(conninfo: str, commits: int) -> float:
 
     counter = asyncio.create_task(count())
     start = time.perf_counter()
-    for i in range(commits):
-        await writer.execute(f"UPDATE {TABLE} SET value = value + 1 WHERE id = %s", (i + 1,))
+    await write(conninfo, commits, writers, f"UPDATE {TABLE} SET value = value + 1 WHERE id = %s")
     await asyncio.wait_for(counter, 60)
     elapsed = time.perf_counter() - start
-    await writer.close()
     listener.stop()
     await task
     return commits / elapsed
@@ -159,6 +165,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--commits", type=int, default=3000)
+    parser.add_argument("--writers", type=int, default=4, help="concurrent writer connections")
     args = parser.parse_args()
     configure_django()
     conninfo = dsn()
@@ -170,8 +177,16 @@ def main() -> None:
         install(conn, True)
         with_triggers = time_update(conn, args.runs)
     notifications, messages, elapsed = asyncio.run(bulk_delivery(conninfo, args.rows))
-    raw = asyncio.run(raw_notify_rate(conninfo, args.commits))
-    delivered = asyncio.run(delivered_rate(conninfo, args.commits))
+    raw = asyncio.run(raw_notify_rate(conninfo, args.commits, args.writers))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install(conn, False)
+    start = time.perf_counter()
+    statement = f"UPDATE {TABLE} SET value = value + 1 WHERE id = %s"
+    asyncio.run(write(conninfo, args.commits, args.writers, statement))
+    plain = args.commits / (time.perf_counter() - start)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        install(conn, True)
+    delivered = asyncio.run(delivered_rate(conninfo, args.commits, args.writers))
     print(f"PostgreSQL {version}, {args.rows:,} rows, median of {args.runs} runs")
     print_table(
         f"{args.rows:,}-row UPDATE, writer time",
@@ -191,9 +206,14 @@ def main() -> None:
         ("NOTIFY payloads", "group messages", "commit -> all pks in the table group"),
     )
     print_table(
-        "sustained single-row commits",
+        f"sustained single-row commits ({args.writers} writer connections)",
         [
             ("raw pg_notify commits received by LISTEN (baseline)", f"{raw:,.0f}/s", "1.00"),
+            (
+                "(reference) the same UPDATEs with no trigger, nothing delivered",
+                f"{plain:,.0f}/s",
+                f"{plain / raw:.2f}",
+            ),
             (
                 "UPDATE commits delivered via triggers + listener",
                 f"{delivered:,.0f}/s",
