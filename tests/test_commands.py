@@ -251,3 +251,16 @@ def test_uninstall_also_removes_functions_whose_triggers_were_dropped_by_hand():
     assert objects() == []
     run("install")
     assert set(states().values()) == {INSTALLED}
+
+
+def test_the_example_trigger_migration_matches_the_current_template():
+    """A template change must come with a regenerated example migration (makemigration)."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("tasks.migrations.0002_pgobserve_triggers")
+    models = [apps.get_model("tasks", "Project"), apps.get_model("tasks", "Task")]
+    specs = [installation.spec_for(m) for m in models]
+    assert migration.FORWARD == [s for spec in specs for s in sql.render_install(spec)]
+    assert migration.BACKWARD == [s for spec in specs for s in sql.render_drop(spec)]
