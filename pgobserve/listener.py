@@ -34,9 +34,12 @@ logger = logging.getLogger("pgobserve.listener")
 
 #: Longest time a burst of notifications is gathered into one batch.
 BURST_WINDOW = 0.05
-#: Event-loop turns the sender yields to see whether the reader still finds notifications
-#: (a socket read takes a few turns: readiness, callback, task resumption).
-BURST_YIELDS = 8
+#: A payload this long (characters) comes from a statement of hundreds of rows, whose other
+#: payloads may still be on their way; a one-row change is ~60 characters.
+FULL_PAYLOAD = 2000
+
+#: A burst is over when no notification came for this long (seconds).
+BURST_QUIET = 0.005
 #: Most group messages of a batch in flight at once. Each holds a channel-layer connection,
 #: and a TRUNCATE of N tables alone is N × (SHARDS + 1) messages: sent all at once they
 #: exceed the Redis layer's pool (redis-py's default ``max_connections`` is 100), the batch
@@ -129,6 +132,7 @@ class Listener:
         self.stats = {"notifications": 0, "batches": 0, "messages": 0, "resyncs": 0}
         self._stopping = asyncio.Event()
         self._run_id = secrets.token_hex(4)
+        self._burst = False
         self._sequence = 0
 
     @property
@@ -236,6 +240,8 @@ class Listener:
                 except PayloadError as exc:
                     logger.warning("ignoring notification: %s", exc)
                     continue
+                if len(notify.payload) >= FULL_PAYLOAD:
+                    self._burst = True  # a statement that filled a payload may have more
                 self.stats["notifications"] += 1
                 wake.set()
         finally:
@@ -250,13 +256,14 @@ class Listener:
                 await asyncio.sleep(self.coalesce)
             # A big statement's payloads arrive as a burst that takes several socket reads:
             # keep yielding to the reader while it still finds more, so the burst is sent as
-            # one batch. A lone notification costs one loop iteration of latency.
+            # one batch. Only long payloads announce a burst: a small change (an ORM save)
+            # is sent at once.
             deadline = loop.time() + BURST_WINDOW
             seen = -1
-            while len(pending) != seen and loop.time() < deadline:
+            while self._burst and len(pending) != seen and loop.time() < deadline:
                 seen = len(pending)
-                for _ in range(BURST_YIELDS):
-                    await asyncio.sleep(0)
+                await asyncio.sleep(BURST_QUIET)
+            self._burst = False
             wake.clear()
             batch = pending[:]
             pending.clear()
