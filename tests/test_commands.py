@@ -264,3 +264,13 @@ def test_the_example_trigger_migration_matches_the_current_template():
     specs = [installation.spec_for(m) for m in models]
     assert migration.FORWARD == [s for spec in specs for s in sql.render_install(spec)]
     assert migration.BACKWARD == [s for spec in specs for s in sql.render_drop(spec)]
+
+
+def test_status_check_fails_until_every_table_is_current():
+    run("status", "--check")  # the session install: all current
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER pgobserve_insert ON testapp_item")
+    with pytest.raises(CommandError, match="no current triggers"):
+        run("status", "--check")
+    run("install")
+    run("status", "--check")

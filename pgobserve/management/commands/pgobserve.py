@@ -38,6 +38,9 @@ class Command(BaseCommand):
             )
         p = sub.add_parser("status", help="per observed table: installed / outdated / missing")
         p.add_argument("--database", default=None)
+        p.add_argument(
+            "--check", action="store_true", help="exit 1 unless every observed table is current"
+        )
         p = sub.add_parser("listen", help="LISTEN and forward changes to the channel layer")
         p.add_argument("--database", default=None)
         p = sub.add_parser(
@@ -68,7 +71,7 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(self.style.SUCCESS(f"{verb}: {table}"))
 
-    def handle_status(self, database=None, **_):
+    def handle_status(self, database=None, check=False, **_):
         styles = {
             installation.INSTALLED: self.style.SUCCESS,
             installation.OUTDATED: self.style.WARNING,
@@ -87,6 +90,8 @@ class Command(BaseCommand):
         self.stdout.write(f"notification queue usage: {usage:.1%}")
         if any(e.state in (installation.OUTDATED, installation.MISSING) for e in entries):
             self.stdout.write("run `manage.py pgobserve install` to bring them up to date")
+            if check:  # for deploy scripts, like `makemigrations --check`
+                raise CommandError("some observed tables have no current triggers")
 
     # listen -------------------------------------------------------------------------------
 
