@@ -19,6 +19,9 @@ from . import conf, groups
 from .permissions import may_refuse
 from .watches import Watch
 
+#: A consumer watching rows in more shards than this joins the table group instead.
+WIDE_AT = 16
+
 #: Marks "the client was told this row does not exist (any more)".
 GONE = object()
 
@@ -48,11 +51,15 @@ class InstanceSubscriptions(Watch):
         self.consumer = consumer
         self.table = table
         self.rows: dict[str, WatchedRow] = {}
+        #: Watching rows in many shards: the table group instead (see ``join``).
+        self.wide = False
 
     def __repr__(self) -> str:
         return f"<InstanceSubscriptions {self.table}: {len(self.rows)} rows>"
 
     def group(self, pk: Any) -> str:
+        if self.wide:
+            return groups.table_group(self.table)
         return groups.group_for_pk(self.table, pk, conf.shards())
 
     def add(self, pk: Any, request_id: Any, lookup_key: str, snapshot: Any) -> bool:
@@ -64,7 +71,26 @@ class InstanceSubscriptions(Watch):
         return not existed
 
     async def join(self, pk: Any) -> None:
+        """Hold the group that carries ``pk``'s changes (once per subscription).
+
+        A consumer watching rows in more than ``WIDE_AT`` shards moves to the table group:
+        a bulk change then reaches it as one message instead of one per shard (through
+        Redis, each is a separate read), and it already woke for most of the table's
+        changes. Its holds move over, the table group first, so nothing is missed.
+        """
         await self.consumer.hold_group(self.group(pk))
+        if self.wide:
+            return
+        shards = {self.group(row.pk) for row in self.rows.values()} | {self.group(pk)}
+        if len(shards) > WIDE_AT:
+            holds = [row.pk for row in self.rows.values() for _ in row.subscriptions]
+            holds.append(pk)  # the subscription being made
+            table = groups.table_group(self.table)
+            for _ in holds:
+                await self.consumer.hold_group(table)
+            for held_pk in holds:
+                await self.consumer.release_group(self.group(held_pk))
+            self.wide = True
 
     async def leave(self, pk: Any) -> None:
         await self.consumer.release_group(self.group(pk))

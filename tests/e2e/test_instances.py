@@ -238,3 +238,41 @@ async def test_shared_reads_one_read_for_all_sockets_and_never_stale(live, db):
                 assert await ws.recv() == expected
         after = (await a.ask({"action": "shared_reads", "request_id": "r"}))["data"]
         assert after - before == 2  # one read per change for the three sockets, not three
+
+
+def tasks_in_many_shards(count: int) -> list[Task]:
+    """Tasks whose pks fall in ``count`` different shard groups."""
+    found: dict[int, Task] = {}
+    while len(found) < count:
+        (task,) = make_tasks(1)
+        found.setdefault(groups.shard_of(task.pk, conf.shards()), task)
+    return list(found.values())
+
+
+async def test_rows_in_many_shards_move_to_the_table_group_one_read_per_batch(live, db):
+    from pgobserve.instances import WIDE_AT
+
+    tasks = await db(tasks_in_many_shards, WIDE_AT + 4)
+    async with connect(live, "/ws/guarded-tasks/") as ws:
+        for task in tasks:
+            await subscribe(ws, task.pk, task.pk)
+        before = len((await ws.ask({"action": "push_reads", "request_id": "q"}))["data"])
+        await db(Task.objects.filter(pk__in=[t.pk for t in tasks]).update, done=True)
+        got = await ws.recv_many(len(tasks))
+        assert sorted(m["request_id"] for m in got) == sorted(t.pk for t in tasks)
+        for message in got:
+            assert message == envelope("update", await db(task_json, message["request_id"]), 200,
+                                       message["request_id"])  # fmt: skip
+        reads = (await ws.ask({"action": "push_reads", "request_id": "q"}))["data"][before:]
+        # One table-group message, one read, in both modes (Redis included).
+        assert reads == [1]
+        # Unsubscribing all but one keeps that one live.
+        for task in tasks[1:]:
+            reply = await ws.ask(
+                {"action": "unsubscribe_instance", "pk": task.pk, "request_id": task.pk}
+            )
+            assert reply["response_status"] == 204
+        await db(Task.objects.filter(pk__in=[t.pk for t in tasks]).update, done=False)
+        assert await ws.recv() == envelope(
+            "update", await db(task_json, tasks[0].pk), 200, tasks[0].pk
+        )
