@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psycopg
 from common import configure_django, dsn, median, print_table
@@ -74,8 +76,10 @@ class Collector:
         await asyncio.wait_for(loop(), timeout)
 
 
-async def bulk_delivery(conninfo: str, rows: int) -> tuple[int, int, float]:
-    from channels.layers import InMemoryChannelLayer
+@asynccontextmanager
+async def listening(conninfo: str) -> AsyncIterator[tuple[Listener, Collector]]:
+    """A listener task on an in-memory layer, and a collector in the table's group."""
+    from pgobserve.layers import InMemoryChannelLayer
 
     layer = InMemoryChannelLayer(capacity=100_000)
     listener = Listener(conninfo, channel_layer=layer, lock_key=0x626E6368)
@@ -83,17 +87,23 @@ async def bulk_delivery(conninfo: str, rows: int) -> tuple[int, int, float]:
     await asyncio.wait_for(listener.listening.wait(), 10)
     collector = Collector(layer)
     await collector.start(groups.table_group(TABLE))
-    before = dict(listener.stats)
-    writer = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-    start = time.perf_counter()
-    await writer.execute(f"UPDATE {TABLE} SET value = value + 1")
-    committed = time.perf_counter()
-    await collector.until(lambda: len(collector.pks) >= rows)
-    elapsed = time.perf_counter() - committed
-    await writer.close()
-    listener.stop()
-    await task
-    del start
+    try:
+        yield listener, collector
+    finally:
+        listener.stop()
+        await task
+
+
+async def bulk_delivery(conninfo: str, rows: int) -> tuple[int, int, float]:
+    """(NOTIFY payloads, group messages, seconds from commit until all pks arrived)."""
+    async with listening(conninfo) as (listener, collector):
+        before = dict(listener.stats)
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as writer:
+            await writer.execute(f"UPDATE {TABLE} SET value = value + 1")
+            committed = time.perf_counter()
+            await collector.until(lambda: len(collector.pks) >= rows)
+            elapsed = time.perf_counter() - committed
+    # Counted once the listener stopped: its last group_sends may end after the pks arrived.
     notifications = listener.stats["notifications"] - before["notifications"]
     messages = listener.stats["messages"] - before["messages"]
     return notifications, messages, elapsed
@@ -133,14 +143,12 @@ async def raw_notify_rate(conninfo: str, commits: int, writers: int) -> float:
 
 
 async def delivered_rate(conninfo: str, commits: int, writers: int) -> float:
-    from channels.layers import InMemoryChannelLayer
+    async with listening(conninfo) as (_, collector):
+        return await _delivered_rate(conninfo, commits, writers, collector)
 
-    layer = InMemoryChannelLayer(capacity=100_000)
-    listener = Listener(conninfo, channel_layer=layer, lock_key=0x626E6369)
-    task = asyncio.create_task(listener.run())
-    await asyncio.wait_for(listener.listening.wait(), 10)
-    collector = Collector(layer)
-    await collector.start(groups.table_group(TABLE))
+
+async def _delivered_rate(conninfo: str, commits: int, writers: int, collector) -> float:
+    layer = collector.layer
     seen = 0
 
     async def count():
@@ -155,8 +163,6 @@ async def delivered_rate(conninfo: str, commits: int, writers: int) -> float:
     await write(conninfo, commits, writers, f"UPDATE {TABLE} SET value = value + 1 WHERE id = %s")
     await asyncio.wait_for(counter, 60)
     elapsed = time.perf_counter() - start
-    listener.stop()
-    await task
     return commits / elapsed
 
 
