@@ -83,9 +83,7 @@ def install(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[st
             continue
         statements = sql.render_install(spec)
         if not dry_run:
-            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
+            _execute(alias, statements)
         done.append((spec.table, statements))
     return done
 
@@ -99,20 +97,23 @@ def uninstall(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[
             continue
         statements = sql.render_drop(sql.TableSpec(entry.table, "unused", conf.channel()))
         if not dry_run:
-            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
+            _execute(alias, statements)
         done.append((entry.table, statements))
     stray = [
         f"DROP FUNCTION IF EXISTS {sql.quote_ident(name)}()" for name in _stray_functions(alias)
     ]
     if stray:
         if not dry_run:
-            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-                for statement in stray:
-                    cursor.execute(statement)
+            _execute(alias, stray)
         done.append(("(functions without triggers)", stray))
     return done
+
+
+def _execute(alias: str, statements: list[str]) -> None:
+    """Run ``statements`` in one transaction: a table is changed entirely or not at all."""
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
 
 
 def _stray_functions(alias: str) -> list[str]:

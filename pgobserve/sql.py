@@ -107,7 +107,14 @@ def _update_all_query(spec: TableSpec) -> str:
     )
 
 
-def _chunks_query(spec: TableSpec, header: str, budget: int, ids_query: str) -> str:
+def _frame(spec: TableSpec, op: str) -> tuple[str, int, str]:
+    """(payload header, bytes left for the pk list, the "unknown rows" payload) for ``op``."""
+    header = payload_header(spec.table, _OP_CODES[op])
+    budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
+    return header, budget, header[: -len("[")] + "null}"
+
+
+def _chunks_query(spec: TableSpec, op: str, ids_query: str) -> str:
     """SELECT of the payload texts for the pks (column ``pk``) of ``ids_query``.
 
     Numbers and uuids, whose JSON is their text, are gathered into one array of the
@@ -117,7 +124,8 @@ def _chunks_query(spec: TableSpec, header: str, budget: int, ids_query: str) -> 
     total, which packs uneven widths tightly. A pk too wide for any payload degrades to
     ``"pk":null`` ("some rows changed"): the writer never gets an error.
     """
-    unknown = quote_literal(header[: -len("[")] + "null}")
+    header, budget, unknown_payload = _frame(spec, op)
+    unknown = quote_literal(unknown_payload)
     head = quote_literal(header)
     if spec.pk_kind in ("int", "uuid"):
         if spec.pk_kind == "int":
@@ -146,10 +154,8 @@ def _chunks_query(spec: TableSpec, header: str, budget: int, ids_query: str) -> 
 
 def _chunked_notify(spec: TableSpec, op: str, ids_query: str) -> str:
     """A FOR loop that sends the pks of ``ids_query`` in as few payloads as the limit allows."""
-    header = payload_header(spec.table, _OP_CODES[op])
-    budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
     return f"""
-    FOR payload IN {_chunks_query(spec, header, budget, ids_query)}
+    FOR payload IN {_chunks_query(spec, op, ids_query)}
     LOOP
       PERFORM pg_notify({quote_literal(spec.channel)}, payload);
     END LOOP;"""
@@ -167,12 +173,11 @@ def _json_pk(alias: str, spec: TableSpec) -> str:
 
 def _single_notify(spec: TableSpec, op: str, pks_json: str) -> str:
     """PERFORM pg_notify of one payload whose pk list is the SQL text ``pks_json``."""
-    header = payload_header(spec.table, _OP_CODES[op])
-    budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
-    unknown = quote_literal(header[: -len("[")] + "null}")
+    header, budget, unknown = _frame(spec, op)
     return (
         f"PERFORM pg_notify({quote_literal(spec.channel)}, CASE WHEN octet_length({pks_json})"
-        f" > {budget} THEN {unknown} ELSE {quote_literal(header)} || {pks_json} || ']}}' END);"
+        f" > {budget} THEN {quote_literal(unknown)}"
+        f" ELSE {quote_literal(header)} || {pks_json} || ']}}' END);"
     )
 
 
