@@ -8,6 +8,7 @@ consumer's queryset.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
@@ -19,6 +20,7 @@ from rest_framework.serializers import Serializer
 
 from . import groups, registry, shared
 from .consumers import AsyncAPIConsumer, BadRequest, required
+from .permissions import may_refuse
 from .watches import Watch
 
 __all__ = ["GenericAsyncAPIConsumer"]
@@ -131,14 +133,24 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     # pushes -------------------------------------------------------------------------------
 
+    async def read_for_batch(
+        self, batches: frozenset | None, key: tuple, read: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """``read()`` for a batch of changes, run once per process for all sockets of this
+        class that got the same batch, when that is safe: the class sets ``share_reads``,
+        the batch ids are known (never for a resync), and no push permission can refuse
+        (a shared read may predate this socket's permission check; see ``instances.py``).
+        ``key`` names the read within the batch (which rows, which query)."""
+        if not (self.share_reads and batches) or may_refuse(self):
+            return await read()
+        return await shared.read_once((type(self), batches, *key), read)
+
     async def read_rows_batch(self, pks: list[Any], batches: frozenset | None) -> dict[str, Any]:
-        """``read_rows`` for a batch of changes; shared by the process's consumers of this
-        class when it sets ``share_reads`` (see ``shared.py``)."""
-        read = database_sync_to_async(self.read_rows)
-        if not (self.share_reads and batches):
-            return await read(pks)
-        key = (type(self), "rows", batches, tuple(sorted(groups.pk_key(pk) for pk in pks)))
-        return await shared.read_once(key, lambda: read(pks))
+        """``read_rows`` for a batch of changes (see ``read_for_batch``)."""
+        key = ("rows", tuple(sorted(groups.pk_key(pk) for pk in pks)))
+        return await self.read_for_batch(
+            batches, key, lambda: database_sync_to_async(self.read_rows)(pks)
+        )
 
     def serialize_many(self, instances: list[Model], action: str = "update") -> list[Any]:
         """Serialized data of each instance, in order.

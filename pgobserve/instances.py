@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import conf, groups
-from .permissions import may_refuse
 from .watches import Watch
 
 #: A consumer watching rows in more shards than this joins the table group instead.
@@ -131,8 +130,6 @@ class InstanceSubscriptions(Watch):
         allowed_before = {
             key: await self.consumer.may_push("update", pk=self.rows[key].pk) for key in keys
         }
-        if may_refuse(self.consumer):
-            batches = None
         found = await self.consumer.read_rows_batch([self.rows[k].pk for k in keys], batches)
         pushes: list[tuple[Subscription, str, Any, Any]] = []
         for key in keys:

@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from rest_framework import exceptions
 
-from . import conf, groups, shared
+from . import conf, groups
 from .consumers import BadRequest, required
 from .decorators import action
 from .filters import build_q
@@ -77,7 +77,6 @@ class QuerySubscriptions(Watch):
         # a re-run query (bulk changes, TRUNCATE, resync) are only checked after the read.
         allowed_before: dict[str, bool] = {}
         if may_refuse(self.consumer):
-            batches = None  # a shared read may predate this socket's first check
             candidates = {k: held[0] for sub in subs for k, held in sub.held.items()}
             if not requery:
                 candidates.update(pks)
@@ -106,10 +105,8 @@ class QuerySubscriptions(Watch):
         class with ``share_reads`` (same batch, same query)."""
         method = "read_query" if kind == "query" else "read_query_matches"
         read = database_sync_to_async(getattr(self.consumer, method))
-        if not (self.consumer.share_reads and batches):
-            return await read(*args)
-        return await shared.read_once(
-            (type(self.consumer), kind, self.table, batches, key), lambda: read(*args)
+        return await self.consumer.read_for_batch(
+            batches, (kind, self.table, key), lambda: read(*args)
         )
 
     async def _settle(
