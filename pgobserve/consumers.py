@@ -16,16 +16,20 @@ import asyncio
 import inspect
 import json
 import logging
-from collections import Counter
 from typing import Any
 
+from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.core import exceptions as django_exceptions
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404
 from rest_framework import exceptions
 
 from . import groups, inprocess
+from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
 from .watches import WatchRegistry
 
@@ -78,9 +82,30 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         # besides the resync group (shard groups of many rows, or a table group too).
         self.watches = WatchRegistry(may_get_more=lambda: len(self.groups) > 2)
         self.detached_tasks: list[asyncio.Task] = []
-        self._group_holds: Counter[str] = Counter()
 
     # connection ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__``, changed so the socket outlives trouble:
+        channel-layer errors are waited out (``Memberships.receive``) instead of closing
+        the socket with 1011, and the consumer leaves its groups and stops its tasks
+        however it ends (a disconnect, a cancellation, a crash)."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        if self.channel_layer is None:
+            raise ImproperlyConfigured("pgobserve consumers need a channel layer: CHANNEL_LAYERS")
+        self.channel_name = await self.channel_layer.new_channel()
+        self.memberships = Memberships(
+            self.channel_layer, self.channel_name, self.groups, on_rejoined=self.watches.resync
+        )
+        self.channel_receive = self.memberships.receive
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, self.channel_receive], self.dispatch)
+        except StopConsumer:
+            pass
+        finally:
+            await self._end()
 
     async def websocket_connect(self, message: dict) -> None:
         inprocess.ensure_started()
@@ -90,15 +115,27 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             ):
                 await self.close()
                 return
-        await self.add_group(groups.RESYNC_GROUP)
-        await super().websocket_connect(message)
+        self.groups.add(groups.RESYNC_GROUP)
+        await self.memberships.join_all()
+        self.memberships.start()
+        try:
+            await self.connect()
+        except AcceptConnection:
+            await self.accept()
+        except DenyConnection:
+            await self.close()
 
     async def websocket_disconnect(self, message: dict) -> None:
+        await self._end()
+        await super().websocket_disconnect(message)  # disconnect(), then StopConsumer
+
+    async def _end(self) -> None:
+        """Stop every task of this consumer and leave its groups (idempotent)."""
         await self.watches.close()
         for task in list(self.detached_tasks):
             task.cancel()
         await asyncio.gather(*self.detached_tasks, return_exceptions=True)
-        await super().websocket_disconnect(message)
+        await self.memberships.close()
 
     def start_detached(self, coroutine: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
@@ -112,29 +149,21 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         if not task.cancelled() and task.exception() is not None:
             logger.error("detached task failed", exc_info=task.exception())
 
-    # groups -------------------------------------------------------------------------------
+    # groups (see ``memberships.py``) ------------------------------------------------------
 
     async def add_group(self, name: str) -> None:
-        """Join a channel-layer group (kept in ``self.groups``, left on disconnect)."""
-        if name not in self.groups:
-            await self.channel_layer.group_add(name, self.channel_name)
-            self.groups.add(name)
+        """Join a channel-layer group (kept in ``self.groups``, left when the consumer ends)."""
+        await self.memberships.add(name)
 
     async def remove_group(self, name: str) -> None:
-        if name in self.groups:
-            await self.channel_layer.group_discard(name, self.channel_name)
-            self.groups.discard(name)
+        await self.memberships.discard(name)
 
     async def hold_group(self, name: str) -> None:
         """Join ``name`` for one more subscription; it is left when the last one releases it."""
-        self._group_holds[name] += 1
-        await self.add_group(name)
+        await self.memberships.hold(name)
 
     async def release_group(self, name: str) -> None:
-        self._group_holds[name] -= 1
-        if self._group_holds[name] <= 0:
-            del self._group_holds[name]
-            await self.remove_group(name)
+        await self.memberships.release(name)
 
     # the change feed ----------------------------------------------------------------------
 
@@ -169,14 +198,13 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
                 raise exceptions.PermissionDenied()
 
     async def may_push(self, action: str, **kwargs: Any) -> bool:
-        """Whether a push may go out; a failing permission check counts as a refusal."""
+        """Whether a push may go out. A check that fails (the database is down, a bug)
+        raises: the refresh is then retried, where a refusal would keep the client's old
+        data until the row's next change."""
         try:
             await self.check_permissions(action, **kwargs)
             return True
         except exceptions.PermissionDenied:
-            return False
-        except Exception:
-            logger.exception("permission check for a %s push failed; withholding it", action)
             return False
 
     # receiving ----------------------------------------------------------------------------

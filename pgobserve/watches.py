@@ -10,15 +10,23 @@ are involved.
 
 Every change to a watch's state (subscribe, unsubscribe, refresh) runs under ``lock``,
 so a subscribe's join → check → acknowledge cannot interleave with a refresh.
+
+Nothing is forgotten: a refresh that fails (the database refused a connection, a
+connection was cut, a push could not be sent) puts its changes back and is retried with
+backoff; after ``ESCALATE_AFTER`` failures in a row the table is re-checked whole, since a
+push may have gone out half-way. Only what a watch has pushed counts as delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+
+from django.db import DatabaseError
 
 logger = logging.getLogger("pgobserve.consumers")
 
@@ -28,6 +36,13 @@ EVERYTHING = None
 #: A batch that changed more pks than this is treated as EVERYTHING: re-checking what a
 #: consumer watches costs less than indexing 100,000 pks in every consumer.
 MANY_PKS = 10_000
+
+#: Retry delays after a failed refresh: the first, and the longest (plus up to 50% jitter,
+#: so thousands of sockets do not retry in step). The longest delay bounds how late a
+#: client converges after the database is back.
+RETRY_FIRST, RETRY_MAX = 0.05, 1.5
+#: After this many failures in a row, a table's pending pks become EVERYTHING.
+ESCALATE_AFTER = 3
 
 
 class Watch:
@@ -57,6 +72,8 @@ class WatchRegistry:
         self._batches: dict[str, set[str | None]] = defaultdict(set)
         self._task: asyncio.Task | None = None
         self._arrivals = 0
+        #: Failed flushes in a row (0: healthy).
+        self.failures = 0
         self.lock = asyncio.Lock()
 
     def add(self, watch: Watch) -> None:
@@ -116,6 +133,7 @@ class WatchRegistry:
     async def _flush(self) -> None:
         await self._settle()
         while self._pending:
+            failed: dict[str, Exception] = {}
             async with self.lock:
                 pending, self._pending = self._pending, {}
                 batches, self._batches = self._batches, defaultdict(set)
@@ -126,8 +144,43 @@ class WatchRegistry:
                     for watch in list(self._watches.get(table, ())):
                         try:
                             await watch.refresh(pks, shareable)
-                        except Exception:
-                            logger.exception("pgobserve could not refresh %r on %s", watch, table)
+                        except Exception as exc:
+                            failed[table] = exc
+                    if table in failed:
+                        self._requeue(table, pks)
+            if failed:
+                await self._back_off(failed)
+            elif self.failures:
+                logger.info("pgobserve refreshes work again after %d failures", self.failures)
+                self.failures = 0
+
+    def _requeue(self, table: str, pks: dict[str, Any] | None) -> None:
+        """Put a failed refresh's pks back, merged with what arrived meanwhile. Every watch
+        of the table reads them again: those that had pushed find nothing new to send."""
+        if self.failures + 1 >= ESCALATE_AFTER:
+            pks = EVERYTHING
+        current = self._pending.get(table, {})
+        if pks is EVERYTHING or current is EVERYTHING:
+            self._pending[table] = EVERYTHING
+        else:
+            self._pending[table] = {**pks, **current}
+        self._batches[table].add(None)  # a retry's read is never shared
+
+    async def _back_off(self, failed: dict[str, Exception]) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            table, exc = next(iter(failed.items()))
+            if isinstance(exc, DatabaseError):
+                logger.warning(
+                    "pgobserve could not refresh %s (%s: %s); retrying",
+                    ", ".join(failed),
+                    type(exc).__name__,
+                    str(exc).strip(),
+                )
+            else:
+                logger.error("pgobserve could not refresh %s; retrying", table, exc_info=exc)
+        delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_MAX)
+        await asyncio.sleep(delay * random.uniform(1.0, 1.5))
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

@@ -1,0 +1,204 @@
+"""The channel-layer groups of one consumer, kept for as long as its socket lives.
+
+Channel layers forget a membership ``group_expiry`` seconds after it was added (a day by
+default, in channels-redis and channels' in-memory layer), and channels-redis raises on
+``group_add`` and ``receive`` while Redis is unreachable. A socket that relied on one
+``group_add`` at subscribe time would go deaf after a day, and a Redis blip would close it
+with 1011. ``Memberships`` instead:
+
+* re-adds every group at a random point between 30% and 45% of ``group_expiry``;
+* treats any layer error as an outage: the socket stays open, the memberships are
+  re-added with backoff until the layer answers, then ``on_rejoined`` runs (the consumer
+  re-reads everything it watches, since changes sent meanwhile were lost);
+* leaves every group when the consumer ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("pgobserve.consumers")
+
+#: Backoff while the layer is unreachable: first and longest delay (plus up to 50% jitter).
+#: The longest delay bounds how late a socket converges after the layer is back.
+RETRY_FIRST, RETRY_MAX = 0.1, 1.5
+#: Groups are re-added at this fraction of ``group_expiry`` (a random point in between).
+REFRESH_AT = (0.30, 0.45)
+#: How long leaving the groups may take when a consumer ends.
+LEAVE_TIMEOUT = 2.0
+#: Outage log lines are written at most this often per process (seconds).
+LOG_EVERY = 10.0
+
+
+class _OutageLog:
+    """One log line per outage and per recovery for the whole process, not per socket."""
+
+    down = 0  # sockets currently waiting for the layer
+    logged_at = -LOG_EVERY
+
+    @classmethod
+    def failed(cls, exc: BaseException) -> None:
+        cls.down += 1
+        now = time.monotonic()
+        if now - cls.logged_at >= LOG_EVERY:
+            cls.logged_at = now
+            logger.warning(
+                "pgobserve: the channel layer is unreachable (%s: %s); %d socket(s) keep their "
+                "connection and re-join their groups when it is back",
+                type(exc).__name__,
+                str(exc).strip(),
+                cls.down,
+            )
+
+    @classmethod
+    def recovered(cls) -> None:
+        cls.down = max(cls.down - 1, 0)
+        if cls.down == 0:
+            logger.info("pgobserve: the channel layer is back; sockets re-joined their groups")
+
+
+class Memberships:
+    """The groups one consumer's channel belongs to (``names``), and their upkeep."""
+
+    def __init__(
+        self,
+        layer: Any,
+        channel: str,
+        names: set[str],
+        on_rejoined: Callable[[], None],
+    ) -> None:
+        self.layer = layer
+        self.channel = channel
+        #: Every group the consumer means to be in, joined or (during an outage) not yet.
+        self.names = names
+        self._on_rejoined = on_rejoined
+        self._holds: Counter[str] = Counter()
+        self._keeper: asyncio.Task | None = None
+        self._recovery: asyncio.Task | None = None
+        self._closed = False
+
+    # joining and leaving --------------------------------------------------------------
+
+    async def add(self, name: str) -> None:
+        """Join ``name``. During an outage the group is recorded and joined on recovery."""
+        if name in self.names:
+            return
+        self.names.add(name)
+        if self.recovering:
+            return
+        try:
+            await self.layer.group_add(name, self.channel)
+        except Exception as exc:
+            self.layer_failed(exc)
+
+    async def discard(self, name: str) -> None:
+        if name not in self.names:
+            return
+        self.names.discard(name)
+        if self.recovering:
+            return
+        try:
+            await self.layer.group_discard(name, self.channel)
+        except Exception as exc:
+            # Not fatal: a membership left behind expires after group_expiry.
+            self.layer_failed(exc)
+
+    async def hold(self, name: str) -> None:
+        """Join ``name`` for one more subscription; left when the last one releases it."""
+        self._holds[name] += 1
+        await self.add(name)
+
+    async def release(self, name: str) -> None:
+        self._holds[name] -= 1
+        if self._holds[name] <= 0:
+            del self._holds[name]
+            await self.discard(name)
+
+    async def join_all(self) -> None:
+        """(Re-)add every group: the first join on connect, and each refresh."""
+        try:
+            for name in list(self.names):
+                await self.layer.group_add(name, self.channel)
+        except Exception as exc:
+            self.layer_failed(exc)
+
+    # upkeep ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Keep the memberships fresh, well inside the layer's ``group_expiry``."""
+        if self._keeper is None:
+            self._keeper = asyncio.ensure_future(self._keep())
+
+    async def _keep(self) -> None:
+        expiry = float(getattr(self.layer, "group_expiry", 86400))
+        while True:
+            await asyncio.sleep(expiry * random.uniform(*REFRESH_AT))
+            if not self.recovering:
+                await self.join_all()
+
+    @property
+    def recovering(self) -> bool:
+        return self._recovery is not None and not self._recovery.done()
+
+    def layer_failed(self, exc: BaseException) -> None:
+        """Start re-joining (once) after a layer error; the socket stays open."""
+        if self.recovering or self._closed:
+            return
+        _OutageLog.failed(exc)
+        self._recovery = asyncio.ensure_future(self._recover())
+
+    async def _recover(self) -> None:
+        delay = RETRY_FIRST
+        try:
+            while True:
+                await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+                delay = min(delay * 2, RETRY_MAX)
+                try:
+                    for name in list(self.names):
+                        await self.layer.group_add(name, self.channel)
+                except Exception:
+                    continue
+                break
+        finally:
+            _OutageLog.recovered()
+        # Whatever was sent while we were not in our groups is lost: re-read it all.
+        self._on_rejoined()
+
+    async def receive(self) -> dict[str, Any]:
+        """The next message of the consumer's channel, waiting out layer outages."""
+        while True:
+            try:
+                return await self.layer.receive(self.channel)
+            except Exception as exc:
+                self.layer_failed(exc)
+                if self._recovery is not None:
+                    await asyncio.wait({self._recovery})
+
+    # the end --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the upkeep and leave every group (bounded: an unreachable layer lets the
+        memberships expire instead)."""
+        self._closed = True
+        tasks = [t for t in (self._keeper, self._recovery) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        names = list(self.names)
+        self.names.clear()
+        self._holds.clear()
+        if not names:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(self.layer.group_discard(n, self.channel) for n in names)),
+                LEAVE_TIMEOUT,
+            )
+        except Exception as exc:
+            logger.debug("pgobserve could not leave %d groups: %s", len(names), exc)
