@@ -44,6 +44,10 @@ DATABASES = {"default": django_database(dsn())}
 if os.environ.get("PGOBSERVE_TEST_DBNAME"):
     DATABASES["default"]["NAME"] = os.environ["PGOBSERVE_TEST_DBNAME"]
     DATABASES["default"]["TEST"] = {"NAME": os.environ["PGOBSERVE_TEST_DBNAME"]}
+# Fault tests (tests/e2e/test_faults.py) start servers with persistent connections and
+# group memberships that expire within seconds, standing in for a day.
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("PGOBSERVE_TEST_CONN_MAX_AGE", "0"))
+GROUP_EXPIRY = {"group_expiry": int(os.environ.get("PGOBSERVE_TEST_GROUP_EXPIRY", "86400"))}
 
 PGOBSERVE = {
     "MODELS": [
@@ -71,6 +75,7 @@ if os.environ.get("PGOBSERVE_TEST_LAYER") == "redis":
                 ],
                 "capacity": 10_000,
                 "prefix": os.environ.get("PGOBSERVE_TEST_REDIS_PREFIX", "pgobserve-tests"),
+                **GROUP_EXPIRY,
             },
         }
     }
@@ -78,7 +83,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "pgobserve.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": 10_000},
+            "CONFIG": {"capacity": 10_000, **GROUP_EXPIRY},
         }
     }
 

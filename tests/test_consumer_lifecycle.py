@@ -1,0 +1,94 @@
+"""A consumer leaves every group it joined however it ends, and keeps its memberships fresh.
+
+In-process, with channels' ``WebsocketCommunicator`` and pgobserve's in-memory layer, whose
+``groups`` show exactly which channels are members.
+"""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+from tasks.consumers import TaskConsumer
+from tasks.models import Project, Task
+
+from tests.fix_layer import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class CrashingTaskConsumer(TaskConsumer):
+    """A consumer with a bug: a ``test.crash`` message raises out of its handler."""
+
+    async def test_crash(self, message: dict) -> None:
+        raise RuntimeError("a bug in a handler")
+
+
+def memberships(layer, channel: str) -> set[str]:
+    return {group for group, members in layer.groups.items() if channel in members}
+
+
+async def subscribed(consumer_class) -> tuple[WebsocketCommunicator, str]:
+    """A connected communicator with an instance and a query subscription."""
+    project = await sync_to_async(Project.objects.create)(name="P", slug="p")
+    task = await sync_to_async(Task.objects.create)(project=project, title="t")
+    communicator = WebsocketCommunicator(consumer_class.as_asgi(), "/ws/tasks/")
+    connected, _ = await communicator.connect()
+    assert connected
+    for request in (
+        {"action": "subscribe_instance", "pk": task.pk, "request_id": 1},
+        {"action": "subscribe_query", "filters": {}, "request_id": 2},
+    ):
+        await communicator.send_json_to(request)
+        assert (await communicator.receive_json_from())["response_status"] == 201
+    layer = get_channel_layer()
+    channel = await wait_for(
+        lambda: next((c for g in layer.groups.values() for c in g), None), 5, "a membership"
+    )
+    return communicator, channel
+
+
+async def test_a_crashed_consumer_leaves_its_groups():
+    communicator, channel = await subscribed(CrashingTaskConsumer)
+    layer = get_channel_layer()
+    assert len(memberships(layer, channel)) == 3  # resync, the row's shard, the table
+    await layer.send(channel, {"type": "test.crash"})
+    with pytest.raises(RuntimeError, match="a bug in a handler"):
+        await communicator.wait(5)
+    assert memberships(layer, channel) == set()
+
+
+async def test_a_closed_consumer_leaves_its_groups():
+    communicator, channel = await subscribed(TaskConsumer)
+    layer = get_channel_layer()
+    await communicator.disconnect()
+    assert memberships(layer, channel) == set()
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "pgobserve.layers.InMemoryChannelLayer",
+            "CONFIG": {"group_expiry": 2},
+        }
+    }
+)
+async def test_memberships_are_refreshed_inside_group_expiry():
+    from channels.layers import channel_layers
+
+    channel_layers.backends.pop("default", None)  # built again from the overridden settings
+    try:
+        communicator, channel = await subscribed(TaskConsumer)
+        layer = get_channel_layer()
+        joined = {group: layer.groups[group][channel] for group in memberships(layer, channel)}
+
+        def all_refreshed() -> bool:
+            return all(layer.groups[group][channel] > joined[group] for group in joined)
+
+        # Refreshed at 30-45% of group_expiry, so well before the 2 s are up.
+        await wait_for(all_refreshed, 1.5, "every membership re-added")
+        await communicator.disconnect()
+    finally:
+        channel_layers.backends.pop("default", None)
