@@ -76,3 +76,14 @@ def max_query_rows() -> int:
     """Most rows a query-subscription snapshot may have (413 beyond). Checked when
     subscribing only: a live result may grow past it."""
     return int(_get("MAX_QUERY_ROWS", 1000))
+
+
+def max_subscriptions() -> int:
+    """Most subscriptions (instance and query) one socket may have (429 beyond)."""
+    return int(_get("MAX_SUBSCRIPTIONS_PER_SOCKET", 200))
+
+
+def max_rows() -> int:
+    """Most rows one socket may hold: each instance subscription's row plus every row of
+    its query subscriptions' results (429 beyond). Checked when subscribing."""
+    return int(_get("MAX_ROWS_PER_SOCKET", 5000))

@@ -56,6 +56,14 @@ class InstanceSubscriptions(Watch):
     def __repr__(self) -> str:
         return f"<InstanceSubscriptions {self.table}: {len(self.rows)} rows>"
 
+    def totals(self) -> tuple[int, int]:
+        return sum(len(row.subscriptions) for row in self.rows.values()), len(self.rows)
+
+    def holds(self, pk: Any, request_id: Any) -> bool:
+        """Whether ``request_id`` already watches ``pk`` (re-subscribing costs nothing)."""
+        row = self.rows.get(groups.pk_key(pk))
+        return row is not None and request_key(request_id) in row.subscriptions
+
     def group(self, pk: Any) -> str:
         if self.wide:
             return groups.table_group(self.table)

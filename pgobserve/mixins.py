@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from . import groups
+from .budgets import ensure_room
 from .consumers import required
 from .decorators import action
 from .instances import InstanceSubscriptions
@@ -128,6 +129,8 @@ class ObserverModelInstanceMixin(RetrieveModelMixin):
         subs = self.instance_subscriptions()
         async with self.watches.lock:
             pk = await database_sync_to_async(self.pk_from_lookup)(**kwargs)
+            if not subs.holds(pk, request_id):
+                ensure_room(self, subscriptions=1, rows=0 if groups.pk_key(pk) in subs.rows else 1)
             # Join first, then read: a change committed after the read is delivered to us.
             await subs.join(pk)
             try:

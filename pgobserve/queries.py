@@ -27,6 +27,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from rest_framework import exceptions
 
 from . import conf, groups
+from .budgets import ensure_room
 from .consumers import BadRequest, required
 from .decorators import action
 from .filters import build_q
@@ -65,6 +66,9 @@ class QuerySubscriptions(Watch):
 
     def __repr__(self) -> str:
         return f"<QuerySubscriptions {self.table}: {len(self.subs)}>"
+
+    def totals(self) -> tuple[int, int]:
+        return len(self.subs), sum(len(sub.held) for sub in self.subs.values())
 
     async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
         subs = list(self.subs.values())
@@ -228,6 +232,11 @@ class ObserverQueryMixin:
                     raise QueryTooLarge(
                         f"The query matches more than {limit} rows; narrow the filters."
                     )
+                replaced = subs.subs.get(request_key(request_id))
+                if replaced is None:
+                    ensure_room(self, subscriptions=1, rows=len(rows))
+                else:
+                    ensure_room(self, subscriptions=0, rows=len(rows) - len(replaced.held))
             except BaseException:
                 await self.release_group(group)
                 raise

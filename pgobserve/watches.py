@@ -59,6 +59,10 @@ class Watch:
         """
         raise NotImplementedError
 
+    def totals(self) -> tuple[int, int]:
+        """(subscriptions, rows held), for the socket's budgets (``budgets.py``)."""
+        return 0, 0
+
 
 class WatchRegistry:
     """The watches of one consumer, and its pending changes."""
@@ -83,6 +87,11 @@ class WatchRegistry:
     def remove(self, watch: Watch) -> None:
         if watch in self._watches.get(watch.table, []):
             self._watches[watch.table].remove(watch)
+
+    def totals(self) -> tuple[int, int]:
+        """(subscriptions, rows held) over every watch of the consumer."""
+        totals = [watch.totals() for watches in self._watches.values() for watch in watches]
+        return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
     def tables(self) -> list[str]:
         return [table for table, watches in self._watches.items() if watches]
