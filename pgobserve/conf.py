@@ -87,3 +87,10 @@ def max_rows() -> int:
     """Most rows one socket may hold: each instance subscription's row plus every row of
     its query subscriptions' results (429 beyond). Checked when subscribing."""
     return int(_get("MAX_ROWS_PER_SOCKET", 5000))
+
+
+def close_on_logout() -> bool:
+    """Close a socket (code 4401) within a second of its session ending (logout, flush,
+    deletion) or its user being deactivated or deleted. Observes the session and user
+    tables when ``django.contrib.sessions`` (database sessions) and ``auth`` are installed."""
+    return bool(_get("CLOSE_ON_LOGOUT", True))

@@ -29,6 +29,7 @@ from django.http import Http404
 from rest_framework import exceptions
 
 from . import groups, inprocess
+from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
 from .watches import WatchRegistry
@@ -118,6 +119,11 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         self.groups.add(groups.RESYNC_GROUP)
         await self.memberships.join_all()
         self.memberships.start()
+        identity = SocketIdentity.of(self)
+        if identity is not None:
+            await identity.watch()  # closes at once if the session already ended
+            if identity.closed:
+                return
         try:
             await self.connect()
         except AcceptConnection:

@@ -20,7 +20,9 @@ class TableStatus:
 
 def spec_for(model) -> sql.TableSpec:
     """The TableSpec of an observed model under the current settings."""
-    return sql.spec_for_model(model, conf.channel(), conf.update_diff_max_rows())
+    return sql.spec_for_model(
+        model, conf.channel(), conf.update_diff_max_rows(), digest=registry.has_secret_pk(model)
+    )
 
 
 def specs() -> list[sql.TableSpec]:

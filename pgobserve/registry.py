@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from importlib import import_module
 from typing import TypeVar
 
 from django.apps import apps
@@ -38,10 +39,40 @@ def _resolve(label: str) -> type[models.Model]:
         ) from None
 
 
-def observed_models() -> list[type[models.Model]]:
-    """Every observed concrete model, in settings order then decorator order, no duplicates."""
+def identity_models() -> list[type[models.Model]]:
+    """The session and user models whose changes close sockets (``conf.close_on_logout``):
+    database-backed sessions, and the user model, when their apps are installed."""
+    if not conf.close_on_logout():
+        return []
     found: list[type[models.Model]] = []
-    for model in [_resolve(label) for label in conf.models()] + _decorated:
+    if apps.is_installed("django.contrib.sessions"):
+        from django.conf import settings
+
+        engine = import_module(settings.SESSION_ENGINE)
+        store = getattr(engine, "SessionStore", None)
+        get_model = getattr(store, "get_model_class", None)
+        if get_model is not None:  # database-backed (db, cached_db): its rows can be watched
+            found.append(get_model())
+    if apps.is_installed("django.contrib.auth"):
+        from django.contrib.auth import get_user_model
+
+        found.append(get_user_model())
+    return found
+
+
+def has_secret_pk(model: type[models.Model]) -> bool:
+    """Sessions: their pk is the session key, a secret that must never be sent in a NOTIFY
+    payload (any role that LISTENs would read it); the trigger sends its md5 instead."""
+    from django.contrib.sessions.base_session import AbstractBaseSession
+
+    return issubclass(model, AbstractBaseSession)
+
+
+def observed_models() -> list[type[models.Model]]:
+    """Every observed concrete model, in settings order then decorator order, then the
+    session and user models (``identity_models``), no duplicates."""
+    found: list[type[models.Model]] = []
+    for model in [_resolve(label) for label in conf.models()] + _decorated + identity_models():
         meta = model._meta
         if meta.abstract or meta.proxy:
             raise ImproperlyConfigured(

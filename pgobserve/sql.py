@@ -42,7 +42,8 @@ class TableSpec:
     table: str
     pk_column: str
     channel: str = "pgobserve"
-    #: "int", "uuid" or "other": how the pk is written as JSON (see ``_json_pk``).
+    #: "int", "uuid" or "other": how the pk is written as JSON (see ``_json_pk``), or
+    #: "digest": the md5 of its text instead, for pks that are secrets (session keys).
     pk_kind: str = "other"
     #: UPDATEs of up to this many rows are compared row by row, so no-op updates send
     #: nothing; larger ones send every pk they touched (see ``conf.update_diff_max_rows``).
@@ -127,12 +128,14 @@ def _chunks_query(spec: TableSpec, op: str, ids_query: str) -> str:
     header, budget, unknown_payload = _frame(spec, op)
     unknown = quote_literal(unknown_payload)
     head = quote_literal(header)
-    if spec.pk_kind in ("int", "uuid"):
+    if spec.pk_kind == "digest":
+        ids_query = f"SELECT md5(secret.pk::text) AS pk FROM ({ids_query}) AS secret"
+    if spec.pk_kind in ("int", "uuid", "digest"):
         if spec.pk_kind == "int":
             width = "greatest(length(max(pk)::text), length(min(pk)::text))"
             body = "array_to_string(pks[i:i + step - 1], ',')"
         else:
-            width = "38"  # 36 characters and two quotes
+            width = "38"  # at most 36 characters and two quotes
             body = "'\"' || array_to_string(pks[i:i + step - 1], '\",\"') || '\"'"
         return f"""
       SELECT {head} || {body} || ']}}'
@@ -168,6 +171,8 @@ def _json_pk(alias: str, spec: TableSpec) -> str:
         return f"{column}::text"
     if spec.pk_kind == "uuid":
         return f"'\"' || {column}::text || '\"'"
+    if spec.pk_kind == "digest":
+        return f"'\"' || md5({column}::text) || '\"'"
     return f"to_json({column})::text"
 
 
@@ -304,6 +309,11 @@ _INT_FIELDS = {
 }  # fmt: skip
 
 
+def pk_digest(pk) -> str:
+    """What a "digest" table's payloads carry for ``pk``: PostgreSQL's ``md5(pk::text)``."""
+    return hashlib.md5(str(pk).encode()).hexdigest()
+
+
 def pk_kind(field) -> str:
     """How a Django pk field's values are written as JSON: "int", "uuid" or "other"."""
     while getattr(field, "target_field", None) is not None and field.is_relation:
@@ -314,13 +324,16 @@ def pk_kind(field) -> str:
     return "uuid" if internal == "UUIDField" else "other"
 
 
-def spec_for_model(model, channel: str = "pgobserve", diff_max_rows: int = 10_000) -> TableSpec:
-    """The TableSpec of a Django model (its ``db_table`` and its pk's ``column``)."""
+def spec_for_model(
+    model, channel: str = "pgobserve", diff_max_rows: int = 10_000, digest: bool = False
+) -> TableSpec:
+    """The TableSpec of a Django model (its ``db_table`` and its pk's ``column``).
+    ``digest``: send the md5 of each pk, never the pk itself (see ``pk_digest``)."""
     meta = model._meta
     return TableSpec(
         table=meta.db_table,
         pk_column=meta.pk.column,
         channel=channel,
-        pk_kind=pk_kind(meta.pk),
+        pk_kind="digest" if digest else pk_kind(meta.pk),
         diff_max_rows=diff_max_rows,
     )

@@ -236,7 +236,7 @@ def test_makemigration_then_migrate_and_back_leaves_nothing_behind(scratch_app):
 
 def test_makemigration_refuses_an_app_without_observed_models():
     with pytest.raises(CommandError, match="no observed model"):
-        run("makemigration", "sessions")
+        run("makemigration", "contenttypes")
     with pytest.raises(CommandError):
         run("makemigration", "no_such_app")
 

@@ -277,3 +277,20 @@ def test_large_update_sends_every_touched_pk_once_and_both_pks_of_moved_rows(
     raw_conn.execute("UPDATE testapp_item SET id = id + 100000")
     moved = pks_of(notifications.drain(), ITEM, "U")
     assert moved == set(range(1, n + 1)) | set(range(100_001, 100_001 + n))
+
+
+def test_session_keys_are_never_sent_only_their_md5(notifications):
+    """Sessions are observed to close sockets at logout; their pk is a secret."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    store = SessionStore()
+    store["k"] = "v"
+    store.create()
+    key = store.session_key
+    store.delete()
+    changes = [c for c in notifications.drain() if c.table == "django_session"]
+    assert [(c.op, c.pks) for c in changes] == [
+        ("I", (sql.pk_digest(key),)),
+        ("D", (sql.pk_digest(key),)),
+    ]
+    assert all(key not in json.dumps(c.pks) for c in changes)
