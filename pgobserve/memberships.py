@@ -7,9 +7,10 @@ default, in channels-redis and channels' in-memory layer), and channels-redis ra
 with 1011. ``Memberships`` instead:
 
 * re-adds every group at a random point between 30% and 45% of ``group_expiry``;
-* treats any layer error as an outage: the socket stays open, the memberships are
-  re-added with backoff until the layer answers, then ``on_rejoined`` runs (the consumer
-  re-reads everything it watches, since changes sent meanwhile were lost);
+* treats any layer error as an outage: the socket stays open, and once the layer answers
+  again (``LayerHealth``: one probe per process, not one per socket) the memberships are
+  re-added and ``on_rejoined`` runs (the consumer re-reads everything it watches, since
+  changes sent meanwhile were lost);
 * leaves every group when the consumer ends, however it ends.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -32,35 +33,60 @@ RETRY_FIRST, RETRY_MAX = 0.1, 1.5
 REFRESH_AT = (0.30, 0.45)
 #: How long leaving the groups may take when a consumer ends.
 LEAVE_TIMEOUT = 2.0
-#: Outage log lines are written at most this often per process (seconds).
-LOG_EVERY = 10.0
 
 
-class _OutageLog:
-    """One log line per outage and per recovery for the whole process, not per socket."""
+class LayerHealth:
+    """Whether one channel layer answers, probed by one task per process during an outage.
 
-    down = 0  # sockets currently waiting for the layer
-    logged_at = -LOG_EVERY
+    Without it, each of thousands of sockets would retry on its own; instead they all wait
+    for this probe, and log nothing themselves: one line when the outage starts, one when
+    it ends.
+    """
 
-    @classmethod
-    def failed(cls, exc: BaseException) -> None:
-        cls.down += 1
-        now = time.monotonic()
-        if now - cls.logged_at >= LOG_EVERY:
-            cls.logged_at = now
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._probe: asyncio.Task | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        """Report a layer error; starts the probe unless it already runs."""
+        if self._probe is None or self._probe.done():
             logger.warning(
-                "pgobserve: the channel layer is unreachable (%s: %s); %d socket(s) keep their "
-                "connection and re-join their groups when it is back",
+                "pgobserve: the channel layer is unreachable (%s: %s); sockets stay open and "
+                "re-join their groups when it is back",
                 type(exc).__name__,
                 str(exc).strip(),
-                cls.down,
             )
+            self._probe = asyncio.ensure_future(self._until_back())
 
-    @classmethod
-    def recovered(cls) -> None:
-        cls.down = max(cls.down - 1, 0)
-        if cls.down == 0:
-            logger.info("pgobserve: the channel layer is back; sockets re-joined their groups")
+    async def back(self) -> None:
+        """Return once the layer answers again (at once if no outage is known)."""
+        if self._probe is not None and not self._probe.done():
+            await asyncio.shield(self._probe)
+
+    async def _until_back(self) -> None:
+        delay = RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+            delay = min(delay * 2, RETRY_MAX)
+            try:
+                # A no-op round trip: removing a member that was never added.
+                await self.layer.group_discard(PROBE_GROUP, PROBE_CHANNEL)
+            except Exception:
+                continue
+            logger.info("pgobserve: the channel layer answers again; sockets re-join their groups")
+            return
+
+
+#: What the probe touches (nothing: it removes a member no group has).
+PROBE_GROUP, PROBE_CHANNEL = "pgobserve.probe", "pgobserve.probe!none"
+
+_health: weakref.WeakKeyDictionary[Any, LayerHealth] = weakref.WeakKeyDictionary()
+
+
+def health(layer: Any) -> LayerHealth:
+    if layer not in _health:
+        _health[layer] = LayerHealth(layer)
+    return _health[layer]
 
 
 class Memberships:
@@ -150,23 +176,21 @@ class Memberships:
         """Start re-joining (once) after a layer error; the socket stays open."""
         if self.recovering or self._closed:
             return
-        _OutageLog.failed(exc)
+        health(self.layer).failed(exc)
         self._recovery = asyncio.ensure_future(self._recover())
 
     async def _recover(self) -> None:
-        delay = RETRY_FIRST
-        try:
-            while True:
-                await asyncio.sleep(delay * random.uniform(1.0, 1.5))
-                delay = min(delay * 2, RETRY_MAX)
-                try:
-                    for name in list(self.names):
-                        await self.layer.group_add(name, self.channel)
-                except Exception:
-                    continue
-                break
-        finally:
-            _OutageLog.recovered()
+        layer_health = health(self.layer)
+        while True:
+            await layer_health.back()
+            try:
+                for name in list(self.names):
+                    await self.layer.group_add(name, self.channel)
+            except Exception as exc:
+                layer_health.failed(exc)
+                await asyncio.sleep(RETRY_FIRST * random.uniform(1.0, 1.5))
+                continue
+            break
         # Whatever was sent while we were not in our groups is lost: re-read it all.
         self._on_rejoined()
 
