@@ -88,9 +88,12 @@ class SocketIdentity:
     def still_valid(self) -> bool:
         for model in registry.identity_models():
             if registry.has_secret_pk(model):
-                if self.session_key and not model._default_manager.filter(
-                    session_key=self.session_key, expire_date__gt=timezone.now()
-                ).exists():
+                if (
+                    self.session_key
+                    and not model._default_manager.filter(
+                        session_key=self.session_key, expire_date__gt=timezone.now()
+                    ).exists()
+                ):
                     return False
             elif self.user is not None and isinstance(self.user, model):
                 user = model._default_manager.filter(pk=self.user.pk).first()

@@ -8,7 +8,7 @@ with 1011. ``Memberships`` instead:
 
 * re-adds every group at a random point between 30% and 45% of ``group_expiry``;
 * treats any layer error as an outage: the socket stays open, and once the layer answers
-  again (``LayerHealth``: one probe per process, not one per socket) the memberships are
+  again (``outages.Outage``: one probe per process, not one per socket) the memberships are
   re-added and ``on_rejoined`` runs (the consumer re-reads everything it watches, since
   changes sent meanwhile were lost);
 * leaves every group when the consumer ends, however it ends.
@@ -24,69 +24,29 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from .outages import Outage, jitter
+
 logger = logging.getLogger("pgobserve.consumers")
 
-#: Backoff while the layer is unreachable: first and longest delay (plus up to 50% jitter).
-#: The longest delay bounds how late a socket converges after the layer is back.
-RETRY_FIRST, RETRY_MAX = 0.1, 1.5
 #: Groups are re-added at this fraction of ``group_expiry`` (a random point in between).
 REFRESH_AT = (0.30, 0.45)
 #: How long leaving the groups may take when a consumer ends.
 LEAVE_TIMEOUT = 2.0
 
 
-class LayerHealth:
-    """Whether one channel layer answers, probed by one task per process during an outage.
-
-    Without it, each of thousands of sockets would retry on its own; instead they all wait
-    for this probe, and log nothing themselves: one line when the outage starts, one when
-    it ends.
-    """
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self._probe: asyncio.Task | None = None
-
-    def failed(self, exc: BaseException) -> None:
-        """Report a layer error; starts the probe unless it already runs."""
-        if self._probe is None or self._probe.done():
-            logger.warning(
-                "pgobserve: the channel layer is unreachable (%s: %s); sockets stay open and "
-                "re-join their groups when it is back",
-                type(exc).__name__,
-                str(exc).strip(),
-            )
-            self._probe = asyncio.ensure_future(self._until_back())
-
-    async def back(self) -> None:
-        """Return once the layer answers again (at once if no outage is known)."""
-        if self._probe is not None and not self._probe.done():
-            await asyncio.shield(self._probe)
-
-    async def _until_back(self) -> None:
-        delay = RETRY_FIRST
-        while True:
-            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
-            delay = min(delay * 2, RETRY_MAX)
-            try:
-                # A no-op round trip: removing a member that was never added.
-                await self.layer.group_discard(PROBE_GROUP, PROBE_CHANNEL)
-            except Exception:
-                continue
-            logger.info("pgobserve: the channel layer answers again; sockets re-join their groups")
-            return
-
-
 #: What the probe touches (nothing: it removes a member no group has).
 PROBE_GROUP, PROBE_CHANNEL = "pgobserve.probe", "pgobserve.probe!none"
 
-_health: weakref.WeakKeyDictionary[Any, LayerHealth] = weakref.WeakKeyDictionary()
+_outages: weakref.WeakKeyDictionary[Any, Outage] = weakref.WeakKeyDictionary()
 
 
-def health(layer: Any) -> LayerHealth:
-    if layer not in _health:
-        _health[layer] = LayerHealth(layer)
-    return _health[layer]
+def layer_outage(layer: Any) -> Outage:
+    """The outage state of ``layer``, shared by every consumer of the process."""
+    if layer not in _outages:
+        _outages[layer] = Outage(
+            "the channel layer", lambda: layer.group_discard(PROBE_GROUP, PROBE_CHANNEL)
+        )
+    return _outages[layer]
 
 
 class Memberships:
@@ -176,19 +136,19 @@ class Memberships:
         """Start re-joining (once) after a layer error; the socket stays open."""
         if self.recovering or self._closed:
             return
-        health(self.layer).failed(exc)
+        layer_outage(self.layer).failed(exc)
         self._recovery = asyncio.ensure_future(self._recover())
 
     async def _recover(self) -> None:
-        layer_health = health(self.layer)
+        outage = layer_outage(self.layer)
         while True:
-            await layer_health.back()
+            await outage.back()
+            await jitter()
             try:
                 for name in list(self.names):
                     await self.layer.group_add(name, self.channel)
             except Exception as exc:
-                layer_health.failed(exc)
-                await asyncio.sleep(RETRY_FIRST * random.uniform(1.0, 1.5))
+                outage.failed(exc)
                 continue
             break
         # Whatever was sent while we were not in our groups is lost: re-read it all.

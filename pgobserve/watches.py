@@ -26,7 +26,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from django.db import DatabaseError
+from channels.db import database_sync_to_async
+from django.db import DatabaseError, connections
+
+from . import conf
+from .outages import Outage, jitter
 
 logger = logging.getLogger("pgobserve.consumers")
 
@@ -159,8 +163,7 @@ class WatchRegistry:
                         self._requeue(table, pks)
             if failed:
                 await self._back_off(failed)
-            elif self.failures:
-                logger.info("pgobserve refreshes work again after %d failures", self.failures)
+            else:
                 self.failures = 0
 
     def _requeue(self, table: str, pks: dict[str, Any] | None) -> None:
@@ -176,18 +179,20 @@ class WatchRegistry:
         self._batches[table].add(None)  # a retry's read is never shared
 
     async def _back_off(self, failed: dict[str, Exception]) -> None:
+        """Wait before retrying. Database errors wait for the process's database probe
+        (``database_outage``), which logs the outage once; anything else (a bug in a
+        serializer or a permission) is logged here and retried with backoff."""
         self.failures += 1
+        database_errors = [exc for exc in failed.values() if isinstance(exc, DatabaseError)]
+        if database_errors:
+            outage = database_outage()
+            outage.failed(database_errors[0])
+            await outage.back()
+            await jitter()
+            return
         if self.failures == 1:
             table, exc = next(iter(failed.items()))
-            if isinstance(exc, DatabaseError):
-                logger.warning(
-                    "pgobserve could not refresh %s (%s: %s); retrying",
-                    ", ".join(failed),
-                    type(exc).__name__,
-                    str(exc).strip(),
-                )
-            else:
-                logger.error("pgobserve could not refresh %s; retrying", table, exc_info=exc)
+            logger.error("pgobserve could not refresh %s; retrying", table, exc_info=exc)
         delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_MAX)
         await asyncio.sleep(delay * random.uniform(1.0, 1.5))
 
@@ -195,3 +200,19 @@ class WatchRegistry:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _probe_database() -> None:
+    with connections[conf.database()].cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+_database_outage: Outage | None = None
+
+
+def database_outage() -> Outage:
+    """The process's database outage state, shared by every consumer."""
+    global _database_outage
+    if _database_outage is None:
+        _database_outage = Outage("the database", database_sync_to_async(_probe_database))
+    return _database_outage
