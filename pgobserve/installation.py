@@ -53,7 +53,8 @@ def status(alias: str | None = None) -> list[TableStatus]:
     result = []
     for model in registry.observed_models():
         spec = spec_for(model)
-        comments = installed.pop(spec.table, {})
+        # The catalog has the name PostgreSQL kept: a longer db_table is cut to 63 bytes.
+        comments = installed.pop(sql.stored_name(spec.table), {})
         expected = sql.signature(spec)
         if not comments:
             state = MISSING

@@ -32,6 +32,9 @@ TRIGGER_NAMES = {
 
 COMMENT_PREFIX = "pgobserve:"
 
+#: PostgreSQL keeps the first NAMEDATALEN - 1 bytes of an identifier and drops the rest.
+NAME_MAX_BYTES = 63
+
 _OP_CODES = {"INSERT": "I", "UPDATE": "U", "DELETE": "D", "TRUNCATE": "T"}
 
 
@@ -71,8 +74,20 @@ def _dollar_quote(body: str) -> str:
     return f"${tag}${body}${tag}$"
 
 
+def stored_name(name: str) -> str:
+    """The name PostgreSQL stores for the identifier ``name``: at most its first 63 bytes,
+    cut on a character boundary (a UTF-8 database). A table created as a longer ``db_table``
+    is found in the catalog under this name; Django's queries reach it through the same cut."""
+    return name.encode()[:NAME_MAX_BYTES].decode(errors="ignore")
+
+
 def function_name(table: str) -> str:
-    """A readable, unique, < 64-byte function name for a table's notify function."""
+    """A readable, unique, < 64-byte function name for a table's notify function.
+
+    Derived from the name the table has in the catalog (``stored_name``), so an orphaned
+    table, known only by that name, still leads to its function; for a name that fits,
+    that is the name itself, so installed functions keep their names."""
+    table = stored_name(table)
     slug = re.sub(r"[^a-z0-9_]+", "_", table.lower()).strip("_")[:36]
     digest = hashlib.sha1(table.encode()).hexdigest()[:8]
     return f"pgobserve_{slug}_{digest}" if slug else f"pgobserve_{digest}"
