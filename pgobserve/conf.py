@@ -94,3 +94,14 @@ def close_on_logout() -> bool:
     deletion) or its user being deactivated or deleted. Observes the session and user
     tables when ``django.contrib.sessions`` (database sessions) and ``auth`` are installed."""
     return bool(_get("CLOSE_ON_LOGOUT", True))
+
+
+def send_queue_high_water() -> int:
+    """Unsent bytes on a socket past which its consumer stops reading and sending, and
+    merges changes until the client catches up (see ``sendqueue.py``)."""
+    return int(_get("SEND_QUEUE_HIGH_WATER", 1024 * 1024))
+
+
+def send_queue_timeout() -> float:
+    """Seconds a socket may stay past ``SEND_QUEUE_HIGH_WATER`` before it is closed (4408)."""
+    return float(_get("SEND_QUEUE_TIMEOUT", 10))

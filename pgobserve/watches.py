@@ -23,7 +23,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -71,10 +71,17 @@ class Watch:
 class WatchRegistry:
     """The watches of one consumer, and its pending changes."""
 
-    def __init__(self, may_get_more: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        may_get_more: Callable[[], bool] = lambda: True,
+        writable: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         #: Whether one batch can reach this consumer as several messages (it is in more
         #: than one group); if not, there is nothing to wait for before reading.
         self._may_get_more = may_get_more
+        #: Waits while the socket's send queue is congested; False: the socket was closed
+        #: for not reading (``sendqueue.SendGate``). Changes keep merging meanwhile.
+        self._writable = writable
         self._watches: dict[str, list[Watch]] = defaultdict(list)
         self._pending: dict[str, dict[str, Any] | None] = {}
         self._batches: dict[str, set[str | None]] = defaultdict(set)
@@ -146,6 +153,8 @@ class WatchRegistry:
     async def _flush(self) -> None:
         await self._settle()
         while self._pending:
+            if self._writable is not None and not await self._writable():
+                return
             failed: dict[str, Exception] = {}
             async with self.lock:
                 pending, self._pending = self._pending, {}
