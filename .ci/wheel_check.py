@@ -2,10 +2,11 @@
 virtualenv holding only the wheel and its ``[embedded]`` extra, from a temporary folder: so
 nothing of the checkout is importable and a file missing from the wheel fails here.
 
-In a one-app Django project it starts the embedded PostgreSQL, migrates, writes the trigger
-migration with ``manage.py pgobserve makemigration shop`` (the template must ship inside
-the package), applies it, checks ``pgobserve status --check``, and sees one INSERT reach the
-channel layer through the listener. Every wait is bounded.
+In a one-app Django project it starts the embedded PostgreSQL, makes and applies the app's
+initial migration, writes the trigger migration with ``manage.py pgobserve makemigration
+shop`` (the template must ship inside the package), applies it, checks ``pgobserve status
+--check``, and sees one INSERT reach the channel layer through the listener. Every wait is
+bounded.
 """
 
 from __future__ import annotations
@@ -28,33 +29,14 @@ class Item(models.Model):
     name = models.CharField(max_length=50)
 """
 
-INITIAL = """
-from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    initial = True
-    dependencies = []
-    operations = [
-        migrations.CreateModel(
-            name="Item",
-            fields=[
-                ("id", models.BigAutoField(primary_key=True, serialize=False)),
-                ("name", models.CharField(max_length=50)),
-            ],
-        ),
-    ]
-"""
-
 
 def write_app(root: Path) -> Path:
-    """The app ``shop`` with its initial migration; returns its migrations folder."""
+    """The app ``shop`` (its migrations folder is returned, still empty)."""
     migrations = root / "shop" / "migrations"
     migrations.mkdir(parents=True)
     (root / "shop" / "__init__.py").write_text("")
     (root / "shop" / "models.py").write_text(MODELS)
     (migrations / "__init__.py").write_text("")
-    (migrations / "0001_initial.py").write_text(INITIAL)
     return migrations
 
 
@@ -131,6 +113,7 @@ def main() -> None:
             migrations = write_app(root / "project")
             configure(root / "project", server.get_uri())
 
+            manage("makemigrations", "shop", "--verbosity", "0")
             manage("migrate", "--verbosity", "0")
             print(manage("pgobserve", "makemigration", "shop").strip())
             assert (migrations / "0002_pgobserve_triggers.py").is_file()
