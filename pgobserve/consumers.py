@@ -28,7 +28,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404
 from rest_framework import exceptions
 
-from . import groups, inprocess
+from . import groups, inprocess, inputs
 from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
@@ -215,16 +215,40 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
 
     # receiving ----------------------------------------------------------------------------
 
+    #: The largest text frame a client may send, in UTF-8 bytes; a larger one is answered
+    #: 413 and the socket stays open. (Daphne closes the socket with 1009 above its own
+    #: ``--websocket-max-message-size``, 1 MiB by default; uvicorn's limit is 16 MiB.)
+    max_frame_bytes: int = 256 * 1024
+    #: The deepest nesting of arrays and objects a message may have (400 beyond).
+    max_json_depth: int = 32
+    #: Message keys no action receives: ``self``, and the ``scope`` and ``consumer`` that
+    #: ``has_permission(scope, consumer, action, **kwargs)`` takes beside the message's keys.
+    reserved_keys: frozenset[str] = frozenset({"self", "scope", "consumer"})
+    #: Keys an action receives only if it names them as parameters: the methods that
+    #: actions pass their ``**kwargs`` on to take these beside them (DRF's and DCRF's
+    #: ``filter_queryset(queryset, **kwargs)``, ``perform_create(serializer, **kwargs)``,
+    #: ``perform_delete(instance, **kwargs)``, the update mixins' ``partial``).
+    named_only_keys: frozenset[str] = frozenset({"queryset", "serializer", "instance", "partial"})
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Decode a frame; whatever it holds, the client gets one envelope back."""
         if text_data is None:
             await self.reply(None, errors=["Send JSON text frames, not binary."], status=400)
             return
         try:
+            inputs.check_size(text_data, self.max_frame_bytes)
             content = await self.decode_json(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.reply(None, errors=["Invalid JSON."], status=400)
             return
+        except Exception as exc:  # 413, too deep, not finite (or a bug: 500, logged)
+            await self.handle_exception(exc, None, None)
+            return
         await self.receive_json(content)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return inputs.loads(text_data, cls.max_json_depth)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict):
@@ -244,6 +268,10 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
                 BadRequest({"action": ["Not a valid string."]}), None, request_id
             )
             return
+        reserved = {key: ["Unexpected field."] for key in content if key in self.reserved_keys}
+        if reserved:
+            await self.handle_exception(BadRequest(reserved), action, request_id)
+            return
         await self.handle_action(action, request_id=request_id, **content)
 
     async def get_action_name(self, content: dict, **kwargs: Any) -> tuple[Any, dict]:
@@ -258,17 +286,36 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             if action not in self.available_actions:
                 raise exceptions.MethodNotAllowed(method=action)
             method = getattr(self, self.available_actions[action])
-            call = dict(kwargs, request_id=request_id, action=action)
-            try:
-                inspect.signature(method).bind(**call)
-            except TypeError as exc:
-                raise BadRequest([f"Invalid arguments for {action!r}: {exc}."]) from None
+            call = self.action_arguments(method, dict(kwargs, request_id=request_id, action=action))
             response = await method(**call)
             if isinstance(response, tuple):
                 data, status = response
                 await self.reply(action=action, data=data, status=status, request_id=request_id)
         except Exception as exc:
             await self.handle_exception(exc, action, request_id)
+
+    def action_arguments(self, method: Any, message: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments ``method`` gets from a message (its ``request_id`` and
+        ``action`` included): every key, as in DCRF, when it takes ``**kwargs``, except
+        ``named_only_keys`` it does not name; 400 naming each key it cannot take and each
+        parameter without a default that the message lacks."""
+        parameters = inspect.signature(method).parameters.values()
+        by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        named = {p.name: p for p in parameters if p.kind in by_keyword}
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        arguments: dict[str, Any] = {}
+        errors: dict[str, list[str]] = {}
+        for key, value in message.items():
+            if key in named or (takes_any and key not in self.named_only_keys):
+                arguments[key] = value
+            elif key not in ("request_id", "action"):  # given only to actions that take them
+                errors[key] = ["Unexpected field."]
+        for name, parameter in named.items():
+            if parameter.default is parameter.empty and name not in arguments:
+                errors[name] = ["This field is required."]
+        if errors:
+            raise BadRequest(errors)
+        return arguments
 
     async def handle_exception(self, exc: Exception, action: str | None, request_id: Any) -> None:
         """Answer every exception with an envelope; only unexpected ones are logged."""

@@ -21,6 +21,8 @@ from django.db import models
 from django.db.models import Q
 from rest_framework.exceptions import ValidationError
 
+from . import inputs
+
 #: Lookups a consumer may allow; each takes a scalar value except ``in`` (a list) and
 #: ``isnull`` (a boolean).
 SUPPORTED_LOOKUPS = frozenset(
@@ -50,16 +52,6 @@ def allowed_lookups(declared: Sequence[str] | Mapping[str, Sequence[str]]) -> di
     return allowed
 
 
-def _final_field(model: type[models.Model], path: str) -> models.Field:
-    field: Any = None
-    current = model
-    for part in path.split("__"):
-        field = current._meta.get_field(part)
-        if field.is_relation and field.related_model is not None:
-            current = field.related_model
-    return field
-
-
 def _split(key: str, allowed: dict[str, set[str]]) -> tuple[str, str]:
     if key in allowed:
         return key, "exact"
@@ -84,21 +76,20 @@ def _convert(field: models.Field, lookup: str, value: Any) -> Any:
         raise ValidationError("takes a single value, not an object or a list")
     if value is None:
         raise ValidationError("null is not a value here; use the isnull lookup")
-    if lookup in {"contains", "icontains", "startswith", "istartswith", "iexact"}:
-        if not isinstance(value, str):
-            raise ValidationError(f"{lookup} takes a string")
-        return value
-    target = field.target_field if isinstance(field, models.ForeignKey) else field
-    if isinstance(value, bool) and not isinstance(target, models.BooleanField):
-        raise ValidationError("true or false is not a value of this field")
     try:
-        converted = target.to_python(value)
+        if lookup in {"contains", "icontains", "startswith", "istartswith", "iexact"}:
+            if not isinstance(value, str):
+                raise ValidationError(f"{lookup} takes a string")
+            inputs.refuse_unstorable_text(value)
+            return value
+        if isinstance(value, bool) and not isinstance(
+            inputs.column_field(field), models.BooleanField
+        ):
+            raise ValidationError("true or false is not a value of this field")
+        # Converted by the field and refused if no row could hold it (NUL, out of range).
+        return inputs.column_value(field, value)
     except DjangoValidationError as exc:
         raise ValidationError(exc.messages) from None
-    if isinstance(value, float) and isinstance(converted, int) and converted != value:
-        # int(1.5) is 1: an integer field must not silently match another value.
-        raise ValidationError(f"“{value}” value must be an integer.")
-    return converted
 
 
 def build_q(
@@ -124,7 +115,7 @@ def build_q(
             errors[key] = [f"lookup {lookup!r} is not allowed on {path!r}"]
             continue
         try:
-            field = _final_field(model, path)
+            field = inputs.model_field(model, path)
         except FieldDoesNotExist:
             errors[key] = [f"{model._meta.label} has no field {path!r}"]
             continue

@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework.generics import get_object_or_404
 from rest_framework.serializers import Serializer
 
-from . import groups, registry, shared
+from . import groups, inputs, registry, shared
 from .consumers import AsyncAPIConsumer, BadRequest, required
 from .permissions import may_refuse
 from .watches import Watch
@@ -89,10 +89,23 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
             raise BadRequest({name: ["Expected a string or a number."]})
         return value
 
+    def matchable_lookup_value(self, value: Any) -> Any:
+        """``value`` converted by the lookup field; 404 if no row could hold it (a NUL
+        character, an integer past the column's range, ``1.5`` for an integer), where
+        PostgreSQL would otherwise raise or Django round it to another row."""
+        try:
+            field = inputs.model_field(self.model(), self.lookup_field)
+        except FieldDoesNotExist:
+            return value  # an annotation, say: the queryset converts it
+        try:
+            return inputs.column_value(field, value)
+        except ValidationError:
+            raise Http404 from None
+
     def get_object(self, **kwargs: Any) -> Model:
         """The row named by the lookup value, from ``filter_queryset(get_queryset())``; 404."""
         queryset = self.filter_queryset(self.get_queryset(**kwargs), **kwargs)
-        value = self.lookup_value(kwargs)
+        value = self.matchable_lookup_value(self.lookup_value(kwargs))
         return get_object_or_404(queryset, **{self.lookup_field: value})
 
     def model(self) -> type[Model]:
@@ -114,12 +127,9 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     def pk_from_lookup(self, **kwargs: Any) -> Any:
         """The pk a lookup names: converted without a query for pk lookups, else looked up."""
-        value = self.lookup_value(kwargs)
+        value = self.matchable_lookup_value(self.lookup_value(kwargs))
         if self._looks_up_pk():
-            try:
-                return self.model()._meta.pk.to_python(value)
-            except (TypeError, ValueError, ValidationError):
-                raise Http404 from None
+            return value
         queryset = self.filter_queryset(self.get_queryset(**kwargs), **kwargs)
         try:
             pks = list(

@@ -91,6 +91,30 @@ async def test_unexpected_exception_gives_500_not_a_traceback(live, db):
     await asyncio.to_thread(live.daphne.wait_for, "ValueError: a bug in an action", 5)
 
 
+async def test_hostile_frames_get_400_and_log_no_traceback(live, db):
+    """JSON nested 990 deep in 2 KB, and a key named ``self``, used to close the socket
+    (1011) with a traceback in daphne's log."""
+    task = await db(make_task)
+    start = len(live.daphne.output)
+    deep = '{"action": "retrieve", "pk": 1, "x": ' + "[" * 990 + "]" * 990 + "}"
+    async with connect(live, "/ws/tasks/") as ws:
+        assert await ws.ask(deep) == envelope(
+            None, None, 400, None, ["JSON nested deeper than 32 levels."]
+        )
+        reply = await ws.ask({"action": "retrieve", "pk": task.pk, "self": 1, "request_id": 1})
+        assert reply == envelope("retrieve", None, 400, 1, [{"self": ["Unexpected field."]}])
+        reply = await ws.ask({"action": "retrieve", "pk": task.pk, "request_id": 2})
+        assert (reply["response_status"], reply["data"]["id"]) == (200, task.pk)
+    # A marker logged after them (a failing action's log line names its request_id): once
+    # it is in daphne's output, anything the frames above made daphne log is there too.
+    marker = f"marker-{uuid.uuid4().hex}"
+    async with connect(live, "/ws/guarded-tasks/") as ws:
+        assert (await ws.ask({"action": "boom", "request_id": marker}))["response_status"] == 500
+    await asyncio.to_thread(live.daphne.wait_for, marker, 5)
+    logged = live.daphne.output[start:]
+    assert "Traceback" not in logged[: logged.index(marker)], logged
+
+
 def login_cookie(username: str) -> tuple[int, str]:
     user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw")
     client = HttpClient()
