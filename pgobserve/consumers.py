@@ -32,6 +32,7 @@ from . import groups, inprocess, inputs
 from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
+from .sendqueue import SendGate
 from .watches import WatchRegistry
 
 logger = logging.getLogger("pgobserve.consumers")
@@ -81,7 +82,10 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         self.groups = set(self.groups or [])
         # One batch reaches a consumer as several messages only if it is in several groups
         # besides the resync group (shard groups of many rows, or a table group too).
-        self.watches = WatchRegistry(may_get_more=lambda: len(self.groups) > 2)
+        self.send_gate = SendGate(self)
+        self.watches = WatchRegistry(
+            may_get_more=lambda: len(self.groups) > 2, writable=self.send_gate.writable
+        )
         self.detached_tasks: list[asyncio.Task] = []
 
     # connection ---------------------------------------------------------------------------
@@ -365,6 +369,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
                 "request_id": request_id,
             }
         )
+        await self.send_gate.sent()
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:

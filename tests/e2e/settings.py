@@ -4,6 +4,7 @@
 a leader-lock key of the test's own, so no other listener on the test database can lead.
 """
 
+import json
 import os
 
 from tests.settings import *  # noqa: F403
@@ -13,4 +14,6 @@ PGOBSERVE = {
     **PGOBSERVE,
     "IN_PROCESS_LISTENER": os.environ.get("PGOBSERVE_TEST_IN_PROCESS") == "1",
     "LEADER_LOCK_KEY": int(os.environ.get("PGOBSERVE_TEST_LOCK_KEY", "7340")),
+    # Settings a fault test runs with (tests/e2e/test_faults.py), as JSON.
+    **json.loads(os.environ.get("PGOBSERVE_TEST_SETTINGS", "{}")),
 }

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -85,9 +86,12 @@ def redis_server() -> Iterator[ThrowawayRedis]:
 
 
 @contextlib.contextmanager
-def stack(pg: ThrowawayPostgres, redis: ThrowawayRedis | None = None, **env: str) -> Iterator[int]:
+def stack(
+    pg: ThrowawayPostgres, redis: ThrowawayRedis | None = None, **env: str
+) -> Iterator[Process]:
     """daphne on ``pg`` (in-process listener and memory layer, or a listener process and
-    ``redis``); yields daphne's port. ``env``: extra settings (tests/settings.py)."""
+    ``redis``); yields daphne, with its ``port``. ``env``: extra settings (tests/settings.py,
+    tests/e2e/settings.py)."""
     settings = _env(pg.uri, **env)
     if redis is not None:
         settings.update(
@@ -108,7 +112,8 @@ def stack(pg: ThrowawayPostgres, redis: ThrowawayRedis | None = None, **env: str
         )
         started.append(daphne)
         daphne.wait_for("Listening on TCP address")
-        yield port
+        daphne.port = port
+        yield daphne
         for process in started:
             assert "Traceback" not in process.output, process.output[-3000:]
     finally:
@@ -312,7 +317,8 @@ async def run_fault(pg, port: int, fault, clients: int = 10) -> None:
 
 async def test_every_connection_slot_taken(pg):
     """Re-reads fail while no connection can be made; they are retried, none forgotten."""
-    with stack(pg) as port:
+    with stack(pg) as daphne:
+        port = daphne.port
 
         async def fault() -> None:
             taken = await asyncio.to_thread(pg.take_every_slot)
@@ -327,7 +333,8 @@ async def test_every_connection_slot_taken(pg):
 
 async def test_idle_django_connections_cut_by_the_server(pg):
     """CONN_MAX_AGE=60: a cut surfaces on the next query of the kept connection."""
-    with stack(pg, PGOBSERVE_TEST_CONN_MAX_AGE="60") as port:
+    with stack(pg, PGOBSERVE_TEST_CONN_MAX_AGE="60") as daphne:
+        port = daphne.port
 
         async def fault() -> None:
             await asyncio.sleep(0.3)
@@ -347,7 +354,8 @@ async def test_idle_django_connections_cut_by_the_server(pg):
 async def test_group_memberships_outlive_group_expiry(pg):
     """Memberships expire after group_expiry (3 s here, a day by default); sockets keep
     receiving long after it."""
-    with stack(pg, PGOBSERVE_TEST_GROUP_EXPIRY="3") as port:
+    with stack(pg, PGOBSERVE_TEST_GROUP_EXPIRY="3") as daphne:
+        port = daphne.port
 
         async def fault() -> None:
             await asyncio.sleep(7)
@@ -357,7 +365,8 @@ async def test_group_memberships_outlive_group_expiry(pg):
 
 async def test_redis_restart_keeps_every_socket(pg, redis_server):
     """Redis goes away for 2 s and comes back empty: sockets stay open, re-join, resync."""
-    with stack(pg, redis_server) as port:
+    with stack(pg, redis_server) as daphne:
+        port = daphne.port
 
         async def fault() -> None:
             await asyncio.sleep(0.3)
@@ -366,3 +375,65 @@ async def test_redis_restart_keeps_every_socket(pg, redis_server):
             await asyncio.to_thread(redis_server.start)
 
         await run_fault(pg, port, fault)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+async def test_sockets_that_never_read_are_bounded_and_closed(pg):
+    """Three clients subscribe to 900 rows three times and never read again, while every
+    row changes over and over (~0.7 MB of pushes per socket per UPDATE): their consumers stop at the
+    high-water mark and close them (4408) after SEND_QUEUE_TIMEOUT; daphne's memory stays
+    bounded and reading clients still end equal to the database."""
+    budgets = {"SEND_QUEUE_HIGH_WATER": 256 * 1024, "SEND_QUEUE_TIMEOUT": 2}
+    with stack(pg, PGOBSERVE_TEST_SETTINGS=json.dumps(budgets)) as daphne:
+        port = daphne.port
+        pks = seed(pg)
+        with pg.connect() as conn:
+            project = conn.execute("SELECT min(id) FROM tasks_project").fetchone()[0]
+            conn.execute(
+                "INSERT INTO tasks_task (project_id, title, done, notes, updated_at) "
+                "SELECT %s, 'bulk', false, '', now() FROM generate_series(1, %s)",
+                [project, 900 - len(pks)],
+            )
+        before = rss_mib(daphne.proc.pid)
+        async with contextlib.AsyncExitStack() as slow_sockets:
+            for _ in range(3):
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                slow = await slow_sockets.enter_async_context(
+                    websockets.connect(
+                        f"ws://127.0.0.1:{port}/ws/tasks/", sock=sock, max_queue=1,
+                        max_size=None, open_timeout=TIMEOUT, close_timeout=1,
+                    )
+                )  # fmt: skip
+                for request_id, filters in enumerate(
+                    ({}, {"done": False}, {"title__icontains": "-"})
+                ):
+                    await slow.send(json.dumps({"action": "subscribe_query", "filters": filters,
+                                                "request_id": request_id}))  # fmt: skip
+                    assert json.loads(await slow.recv())["response_status"] == 201
+                # ...and never read again.
+            async with mirrors(port, pks, 2) as canaries:
+                with pg.connect() as conn:
+                    for round_ in range(40):
+                        conn.execute(
+                            "UPDATE tasks_task SET title = %s, updated_at = now()",
+                            [f"{round_}-" + "x" * 190],
+                        )
+                        if slow_closed(daphne) == 3:
+                            break
+                        await asyncio.sleep(0.25)
+                assert slow_closed(daphne) == 3, daphne.output[-2000:]
+                await assert_converge(port, canaries)
+            grown = rss_mib(daphne.proc.pid) - before
+        assert grown < 40, f"daphne grew by {grown:.0f} MiB"
+
+
+def slow_closed(daphne: Process) -> int:
+    """How many sockets daphne closed for not reading (one log line each)."""
+    lines = daphne.output.splitlines()
+    return sum(line.startswith("pgobserve closes a socket that does not read") for line in lines)
