@@ -22,6 +22,7 @@ from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
+from django import db
 from django.core import exceptions as django_exceptions
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
@@ -38,6 +39,10 @@ from .watches import WatchRegistry
 logger = logging.getLogger("pgobserve.consumers")
 
 __all__ = ["AsyncAPIConsumer", "ActionMissingException"]
+
+
+#: The 503 answer to a request the database could not serve (down, out of connections).
+DATABASE_UNAVAILABLE = "The database is unavailable; try again."
 
 
 class ActionMissingException(exceptions.APIException):
@@ -334,6 +339,11 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
                 400,
                 self._format_errors(exceptions.ValidationError(exc.messages).detail),
             )
+        elif isinstance(exc, (db.OperationalError, db.InterfaceError)):
+            # The database is down or out of connections: the client may retry; the
+            # outage is the server's to see, once, not a traceback per request.
+            logger.warning("action %r could not reach the database: %s", action, exc)
+            status, errors = 503, [DATABASE_UNAVAILABLE]
         else:
             logger.error(
                 "error handling action %r (request_id %r)", action, request_id, exc_info=exc

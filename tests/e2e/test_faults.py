@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import websockets
 
+from pgobserve.consumers import DATABASE_UNAVAILABLE
 from tests.servers import ThrowawayPostgres, ThrowawayRedis
 
 from .conftest import ROOT, TIMEOUT, Process, free_port
@@ -321,12 +322,20 @@ async def test_every_connection_slot_taken(pg):
         port = daphne.port
 
         async def fault() -> None:
-            taken = await asyncio.to_thread(pg.take_every_slot)
-            try:
-                await asyncio.sleep(2)
-            finally:
-                for conn in taken:
-                    conn.close()
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws/tasks/") as asking:
+                taken = await asyncio.to_thread(pg.take_every_slot)
+                try:
+                    # A request meanwhile is told to retry; no traceback is logged for it.
+                    await asking.send(json.dumps({"action": "retrieve", "pk": 1, "request_id": 1}))
+                    reply = json.loads(await asyncio.wait_for(asking.recv(), TIMEOUT))
+                    assert (reply["response_status"], reply["errors"]) == (
+                        503,
+                        [DATABASE_UNAVAILABLE],
+                    ), reply
+                    await asyncio.sleep(2)
+                finally:
+                    for conn in taken:
+                        conn.close()
 
         await run_fault(pg, port, fault)
 
