@@ -21,6 +21,7 @@ import logging
 import weakref
 
 from . import conf
+from .intake import observed_pk_kinds
 from .listener import Listener, conninfo_for_alias
 
 logger = logging.getLogger("pgobserve.listener")
@@ -40,7 +41,9 @@ def ensure_started() -> Listener | None:
         return found[0]
     from channels.layers import get_channel_layer
 
-    listener = Listener(conninfo_for_alias(), channel_layer=get_channel_layer())
+    listener = Listener(
+        conninfo_for_alias(), channel_layer=get_channel_layer(), tables=observed_pk_kinds()
+    )
     task = loop.create_task(listener.run(), name="pgobserve-in-process-listener")
     task.add_done_callback(_log_end)
     _running[loop] = (listener, task)

@@ -12,6 +12,10 @@ A 100,000-row UPDATE therefore costs at most SHARDS + 100,000 / MAX_PKS_PER_MESS
 group messages per batch. After every (re)connect or leadership takeover the listener
 sends ``pgobserve.resync`` to every consumer, since notifications sent while nobody was
 listening are lost. Several listeners may run; one leads through an advisory lock.
+
+Any role that can connect can NOTIFY the channel: notifications pass ``intake.Gate``,
+which drops what no trigger would send, and wait in a bounded ``intake.Backlog``. While
+the channel layer is down nothing piles up: the resync sent once it is back covers it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psycopg
@@ -28,7 +33,8 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 
 from . import conf, groups
-from .payload import Change, PayloadError, TableChanges, decode, merge
+from .intake import Backlog, Gate
+from .payload import TableChanges, merge
 
 logger = logging.getLogger("pgobserve.listener")
 
@@ -75,27 +81,37 @@ def group_messages(
     merged: dict[str, TableChanges], shards: int, max_pks: int
 ) -> list[tuple[str, dict[str, Any]]]:
     """(group, message) pairs for one batch of merged changes. Pure, so it is unit-tested."""
+    return [
+        pair
+        for table, changes in merged.items()
+        for pair in table_messages(table, changes, shards, max_pks)
+    ]
+
+
+def table_messages(
+    table: str, changes: TableChanges, shards: int, max_pks: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """(group, message) pairs for one table's merged changes."""
+    if changes.everything:
+        message = {
+            "type": "pgobserve.change",
+            "table": table,
+            "pks": None,
+            "truncated": changes.truncated,
+        }
+        return [(groups.table_group(table), message)] + [
+            (groups.shard_group(table, s), message) for s in range(shards)
+        ]
     out: list[tuple[str, dict[str, Any]]] = []
-    for table, changes in merged.items():
-        if changes.everything:
-            message = {
-                "type": "pgobserve.change",
-                "table": table,
-                "pks": None,
-                "truncated": changes.truncated,
-            }
-            out.append((groups.table_group(table), message))
-            out += [(groups.shard_group(table, s), message) for s in range(shards)]
-            continue
-        pks = sorted(changes.pks, key=groups.pk_key)
-        for chunk in _chunks(pks, max_pks):
-            out.append((groups.table_group(table), _change(table, chunk)))
-        by_shard: dict[int, list[Any]] = defaultdict(list)
-        for pk in pks:
-            by_shard[groups.shard_of(pk, shards)].append(pk)
-        for shard, shard_pks in sorted(by_shard.items()):
-            for chunk in _chunks(shard_pks, max_pks):
-                out.append((groups.shard_group(table, shard), _change(table, chunk)))
+    pks = sorted(changes.pks, key=groups.pk_key)
+    for chunk in _chunks(pks, max_pks):
+        out.append((groups.table_group(table), _change(table, chunk)))
+    by_shard: dict[int, list[Any]] = defaultdict(list)
+    for pk in pks:
+        by_shard[groups.shard_of(pk, shards)].append(pk)
+    for shard, shard_pks in sorted(by_shard.items()):
+        for chunk in _chunks(shard_pks, max_pks):
+            out.append((groups.shard_group(table, shard), _change(table, chunk)))
     return out
 
 
@@ -117,7 +133,10 @@ class Listener:
         max_pks: int | None = None,
         lock_key: int | None = None,
         reconnect_max_delay: float = 5.0,
+        tables: Mapping[str, str] | None = None,
     ) -> None:
+        """``tables``: table → pk kind (``observed_pk_kinds()``) of the tables whose
+        notifications are sent on; None accepts every table."""
         self.conninfo = conninfo if conninfo is not None else conninfo_for_alias()
         self._channel_layer = channel_layer
         self.channel = channel or conf.channel()
@@ -129,7 +148,20 @@ class Listener:
         #: Set while this listener leads and LISTENs; cleared on a connection loss.
         self.listening = asyncio.Event()
         #: Counters for logs, tests and benchmarks.
-        self.stats = {"notifications": 0, "batches": 0, "messages": 0, "resyncs": 0}
+        self.stats = {
+            "notifications": 0,  # accepted (sent, or covered by a resync)
+            "batches": 0,
+            "messages": 0,
+            "resyncs": 0,
+            "unobserved": 0,  # ignored: a table that is not in ``tables``
+            "malformed": 0,  # ignored: not a payload a trigger writes
+            "covered": 0,  # dropped: a resync sent after them covers them
+        }
+        self.gate = Gate(tables, self.stats)
+        #: The current session's backlog (None between sessions).
+        self.backlog: Backlog | None = None
+        #: When the channel layer stopped answering (None while it answers).
+        self._layer_down_since: float | None = None
         self._stopping = asyncio.Event()
         self._run_id = secrets.token_hex(4)
         self._burst = False
@@ -207,9 +239,6 @@ class Listener:
                 self.shards,
             )
             self.listening.set()
-            # Anything committed while nobody listened is lost: make every consumer re-read.
-            # Retried, not raised: a channel layer that is down must not kill the listener.
-            await self._resync_until_sent()
             await self._pump(conn)
 
     async def _lead(self, conn: psycopg.AsyncConnection) -> None:
@@ -223,60 +252,116 @@ class Listener:
                     logger.info("pgobserve listener took over as leader")
                 return
             if not waiting_logged:
-                logger.info("another pgobserve listener leads; standing by")
+                logger.info("pgobserve listener stands by: %s", await self._lock_holder(conn))
                 waiting_logged = True
             await asyncio.sleep(0.5)
 
+    async def _lock_holder(self, conn: psycopg.AsyncConnection) -> str:
+        """Who holds the leader lock. Any role that can connect can take an advisory lock
+        (and read its key in ``pg_locks``), so say who, and whether it is our role."""
+        key = self.lock_key & 0xFFFF_FFFF_FFFF_FFFF  # a bigint key is two oids in pg_locks
+        cur = await conn.execute(
+            "SELECT l.pid, a.usename, a.application_name, a.usename = current_user"
+            " FROM pg_locks l LEFT JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+            " AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (key >> 32, key & 0xFFFF_FFFF),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return "the leader lock was just released"
+        pid, role, application, ours = row
+        holder = f"backend pid {pid} (role {role!r}, application {application!r}) leads"
+        if ours:
+            return holder
+        return holder + (
+            ", a role other than this listener's: unless it is a pgobserve listener, no"
+            " change is delivered while it holds the lock (PGOBSERVE['LEADER_LOCK_KEY'])"
+        )
+
     async def _pump(self, conn: psycopg.AsyncConnection) -> None:
-        pending: list[Change] = []
-        wake = asyncio.Event()
-        sender = asyncio.ensure_future(self._sender(pending, wake))
+        self.backlog = backlog = Backlog(self.stats)
+        # Anything committed while nobody listened is lost: make every consumer re-read.
+        # The sender retries it while the channel layer is down; notifications keep being
+        # read meanwhile (and dropped: the resync covers them), so none pile up anywhere.
+        backlog.need_resync()
+        sender = asyncio.ensure_future(self._sender(backlog))
         try:
             async for notify in conn.notifies():
                 if sender.done():  # the sender failed: surface its exception
                     sender.result()
-                try:
-                    pending.append(decode(notify.payload))
-                except PayloadError as exc:
-                    logger.warning("ignoring notification: %s", exc)
+                change = self.gate.accept(notify)
+                if change is None:
                     continue
                 if len(notify.payload) >= FULL_PAYLOAD:
                     self._burst = True  # a statement that filled a payload may have more
                 self.stats["notifications"] += 1
-                wake.set()
+                backlog.add(change)
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+            self.backlog = None
 
-    async def _sender(self, pending: list[Change], wake: asyncio.Event) -> None:
+    async def _sender(self, backlog: Backlog) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await wake.wait()
-            if self.coalesce:
-                await asyncio.sleep(self.coalesce)
-            # A big statement's payloads arrive as a burst that takes several socket reads:
-            # keep yielding to the reader while it still finds more, so the burst is sent as
-            # one batch. Only long payloads announce a burst: a small change (an ORM save)
-            # is sent at once.
-            deadline = loop.time() + BURST_WINDOW
-            seen = -1
-            while self._burst and len(pending) != seen and loop.time() < deadline:
-                seen = len(pending)
-                await asyncio.sleep(BURST_QUIET)
-            self._burst = False
-            wake.clear()
-            batch = pending[:]
-            pending.clear()
+            await backlog.wake.wait()
+            if not backlog.resync_due:
+                if self.coalesce:
+                    await asyncio.sleep(self.coalesce)
+                # A big statement's payloads arrive as a burst that takes several socket
+                # reads: keep yielding to the reader while it still finds more, so the burst
+                # is sent as one batch. Only long payloads announce a burst: a small change
+                # (an ORM save) is sent at once.
+                deadline = loop.time() + BURST_WINDOW
+                seen = -1
+                while self._burst and len(backlog) != seen and loop.time() < deadline:
+                    seen = len(backlog)
+                    await asyncio.sleep(BURST_QUIET)
+                self._burst = False
+            backlog.wake.clear()
+            if backlog.resync_due:
+                await self._resync_until_sent(backlog)
+                continue
+            batch = backlog.take()
+            if not batch:
+                continue
             try:
-                await self.send(merge(batch))
+                messages = self.messages(merge(batch))
             except Exception:
-                # The channel layer failed (Redis down?): what was in flight is lost, so
-                # consumers must re-read once it is back.
-                logger.exception("pgobserve listener could not send a batch; will resync")
-                await self._resync_until_sent()
+                # Decoded changes always merge; if that ever breaks, resync, never drop.
+                logger.exception("pgobserve listener could not merge a batch; sending a resync")
+                backlog.need_resync()
+                continue
+            try:
+                await self._send_messages(messages)
+            except Exception as exc:
+                # Part of the batch may be lost: consumers must re-read once the layer is back.
+                self._layer_failed(exc)
+                backlog.need_resync()
+
+    def messages(self, merged: dict[str, TableChanges]) -> list[tuple[str, dict[str, Any]]]:
+        """The batch's group messages, one table at a time: if one table's messages cannot
+        be built, its consumers re-read all they watch of it; other tables are unaffected."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for table, changes in merged.items():
+            try:
+                out += table_messages(table, changes, self.shards, self.max_pks)
+            except Exception:
+                logger.exception(
+                    "pgobserve listener could not build the messages of table %r; its"
+                    " consumers re-read everything they watch of it",
+                    table[:200],
+                )
+                everything = TableChanges(everything=True)
+                out += table_messages(table, everything, self.shards, self.max_pks)
+        return out
 
     async def send(self, merged: dict[str, TableChanges]) -> None:
-        messages = group_messages(merged, self.shards, self.max_pks)
+        await self._send_messages(self.messages(merged))
+
+    async def _send_messages(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         # Every message of a batch carries its id, so consumers that share reads
         # (``share_reads``) can tell the same changes from later ones.
         self._sequence += 1
@@ -298,12 +383,42 @@ class Listener:
         await self.channel_layer.group_send(groups.RESYNC_GROUP, {"type": "pgobserve.resync"})
         self.stats["resyncs"] += 1
 
-    async def _resync_until_sent(self) -> None:
+    async def _resync_until_sent(self, backlog: Backlog) -> None:
+        """Send a resync, retrying with backoff while the channel layer is down. What arrives
+        before the attempt that succeeds is covered by it and dropped (``Backlog``)."""
         delay = 0.1
         while True:
+            backlog.resync_starts()
             try:
                 await self.send_resync()
-                return
-            except Exception:
+            except Exception as exc:
+                self._layer_failed(exc)
+                backlog.need_resync()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reconnect_max_delay)
+                continue
+            if not backlog.resync_due:  # else the backlog overflowed while it was sent
+                self._layer_back()
+                return
+
+    def _layer_failed(self, exc: BaseException) -> None:
+        """Log once per outage, not once per retry."""
+        if self._layer_down_since is not None:
+            return
+        self._layer_down_since = time.monotonic()
+        logger.warning(
+            "pgobserve listener cannot reach the channel layer (%s: %s); changes are not"
+            " queued meanwhile: once it answers, a resync makes every consumer re-read",
+            type(exc).__name__,
+            str(exc).strip()[:200],
+            exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
+
+    def _layer_back(self) -> None:
+        if self._layer_down_since is None:
+            return
+        logger.info(
+            "pgobserve listener reaches the channel layer again after %.1fs; resync sent",
+            time.monotonic() - self._layer_down_since,
+        )
+        self._layer_down_since = None

@@ -84,8 +84,8 @@ def test_install_comments_every_object_with_the_signature():
 
 
 def test_decode_round_trip_and_rejects():
-    (text,) = payload.encode("t", "U", [1, "a", None])
-    assert payload.decode(text) == Change("t", "U", (1, "a", None))
+    (text,) = payload.encode("t", "U", [1, "a", 2.5])
+    assert payload.decode(text) == Change("t", "U", (1, "a", 2.5))
     assert payload.decode('{"v":1,"t":"t","op":"T","pk":null}') == Change("t", "T", None)
     for bad in ["nope", "[]", '{"v":2,"t":"t","op":"U","pk":[]}', '{"v":1,"t":"t","op":"X"}']:
         with pytest.raises(PayloadError):

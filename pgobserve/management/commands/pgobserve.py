@@ -17,6 +17,7 @@ from django.db.migrations.loader import MigrationLoader
 
 import pgobserve
 from pgobserve import installation, registry, sql
+from pgobserve.intake import observed_pk_kinds
 from pgobserve.listener import Listener, conninfo_for_alias
 
 TEMPLATE = Path(pgobserve.__file__).parent / "migrations_templates" / "pgobserve_triggers.py-tpl"
@@ -100,10 +101,11 @@ class Command(BaseCommand):
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         logging.getLogger("pgobserve").setLevel(logging.INFO)
         conninfo = conninfo_for_alias(database)
+        tables = observed_pk_kinds()  # notifications of other tables are ignored
         connections.close_all()  # the listener has its own connection
 
         async def main():
-            listener = Listener(conninfo)
+            listener = Listener(conninfo, tables=tables)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, listener.stop)
