@@ -51,6 +51,9 @@ BURST_QUIET = 0.005
 #: exceed the Redis layer's pool (redis-py's default ``max_connections`` is 100), the batch
 #: fails with ``MaxConnectionsError`` and every consumer has to resync.
 SEND_CONCURRENCY = 32
+#: Longest wait between attempts to send a resync while the channel layer is down: it
+#: bounds how late consumers hear of the outage's end (clients converge within 5 s).
+LAYER_RETRY_MAX = 1.0
 
 #: TCP keepalives for the LISTEN connection unless the connection settings say otherwise.
 KEEPALIVES = {
@@ -395,7 +398,7 @@ class Listener:
                 self._layer_failed(exc)
                 backlog.need_resync()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_delay)
+                delay = min(delay * 2, LAYER_RETRY_MAX)
                 continue
             if not backlog.resync_due:  # else the backlog overflowed while it was sent
                 self._layer_back()

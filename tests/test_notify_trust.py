@@ -319,9 +319,7 @@ async def test_while_the_layer_is_down_the_backlog_stays_bounded_then_a_resync_c
         receiver = Receiver(receiving, f"trust-receiver-{uuid.uuid4().hex}")
         for group in (groups.RESYNC_GROUP, *table_and_sentinel(ITEM)):
             await receiving.group_add(group, receiver.channel)
-        listener, task = await start_listener(
-            conninfo, sending, reconnect_max_delay=0.5, coalesce=0
-        )
+        listener, task = await start_listener(conninfo, sending, coalesce=0)
         await receiver.until(lambda r: r.resyncs() == 1)
         writer = await psycopg.AsyncConnection.connect(**conninfo, autocommit=True)
         try:
