@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,19 +49,45 @@ class ThrowawayPostgres:
     def connect(self, **kwargs) -> psycopg.Connection:
         return psycopg.connect(self.uri, autocommit=True, **kwargs)
 
-    def take_every_slot(self) -> list[psycopg.Connection]:
-        """Open connections until the server refuses one; close them to give the slots back."""
-        taken: list[psycopg.Connection] = []
-        for _ in range(self.max_connections + 10):
-            try:
-                taken.append(self.connect(connect_timeout=5))
-            except psycopg.OperationalError:
-                return taken
-        raise AssertionError(f"{len(taken)} connections and the server still accepts more")
+    def take_every_slot(self) -> SlotHolder:
+        """Take every connection slot now, and keep taking any slot a client frees (a
+        Django connection closed after its request) until ``release()``."""
+        return SlotHolder(self)
 
     def stop(self) -> None:
         self.server.cleanup()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SlotHolder:
+    """Every connection slot of a ``ThrowawayPostgres``, held by a thread."""
+
+    def __init__(self, server: ThrowawayPostgres) -> None:
+        self.server = server
+        self.taken: list[psycopg.Connection] = []
+        while self._grab():
+            if len(self.taken) > server.max_connections + 10:
+                raise AssertionError(f"{len(self.taken)} connections and still more accepted")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._keep_taking, daemon=True)
+        self._thread.start()
+
+    def _grab(self) -> bool:
+        try:
+            self.taken.append(self.server.connect(connect_timeout=5))
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def _keep_taking(self) -> None:
+        while not self._done.wait(0.01):
+            self._grab()
+
+    def release(self) -> None:
+        self._done.set()
+        self._thread.join(10)
+        for conn in self.taken:
+            conn.close()
 
 
 class ThrowawayRedis:

@@ -323,8 +323,9 @@ async def test_every_connection_slot_taken(pg):
 
         async def fault() -> None:
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws/tasks/") as asking:
-                taken = await asyncio.to_thread(pg.take_every_slot)
+                slots = await asyncio.to_thread(pg.take_every_slot)
                 try:
+                    await asyncio.sleep(0.3)  # daphne's open connections end and are taken
                     # A request meanwhile is told to retry; no traceback is logged for it.
                     await asking.send(json.dumps({"action": "retrieve", "pk": 1, "request_id": 1}))
                     reply = json.loads(await asyncio.wait_for(asking.recv(), TIMEOUT))
@@ -334,8 +335,7 @@ async def test_every_connection_slot_taken(pg):
                     ), reply
                     await asyncio.sleep(2)
                 finally:
-                    for conn in taken:
-                        conn.close()
+                    await asyncio.to_thread(slots.release)
 
         await run_fault(pg, port, fault)
 

@@ -196,8 +196,20 @@ async def test_permission_at_push_time_withholds_the_push(live, db):
         await expect_update(ws, db, t1.pk, 1)
 
 
+async def listener_caught_up(live, db) -> None:
+    """Return once the listener has sent everything committed before the call: it sends
+    batches in commit order, so a push for a later commit proves the earlier ones went
+    out (and can no longer reach a consumer that subscribes after this)."""
+    (marker,) = await db(make_tasks, 1)
+    async with connect(live, "/ws/tasks/") as watcher:
+        await subscribe(watcher, marker.pk, "marker")
+        await db(Task.objects.filter(pk=marker.pk).update, title="caught up")
+        await expect_update(watcher, db, marker.pk, "marker")
+
+
 async def test_one_read_per_batch_whatever_the_request_ids(live, db):
     tasks = await db(make_tasks, 6)
+    await listener_caught_up(live, db)  # the inserts' messages must not count as reads
     async with connect(live, "/ws/guarded-tasks/") as ws:
         for task in tasks:
             await subscribe(ws, task.pk, f"a{task.pk}")
