@@ -360,10 +360,12 @@ async def test_idle_django_connections_cut_by_the_server(pg):
         await run_fault(pg, port, fault)
 
 
-async def test_group_memberships_outlive_group_expiry(pg):
+@pytest.mark.parametrize("layer", ["memory", "redis"])
+async def test_group_memberships_outlive_group_expiry(pg, layer, request):
     """Memberships expire after group_expiry (3 s here, a day by default); sockets keep
-    receiving long after it."""
-    with stack(pg, PGOBSERVE_TEST_GROUP_EXPIRY="3") as daphne:
+    receiving long after it, on both layers."""
+    redis = request.getfixturevalue("redis_server") if layer == "redis" else None
+    with stack(pg, redis, PGOBSERVE_TEST_GROUP_EXPIRY="3") as daphne:
         port = daphne.port
 
         async def fault() -> None:
