@@ -23,9 +23,9 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.http import Http404
 
-from . import groups, inputs
+from . import groups, inputs, pagination
 from .budgets import ensure_room
-from .consumers import required
+from .consumers import AsyncAPIConsumer, required
 from .decorators import action
 from .instances import InstanceSubscriptions
 from .queries import ObserverQueryMixin
@@ -37,6 +37,8 @@ __all__ = [
     "UpdateModelMixin",
     "PatchModelMixin",
     "DeleteModelMixin",
+    "PaginatedModelListMixin",
+    "StreamedPaginatedListMixin",
     "ObserverModelInstanceMixin",
     "ObserverQueryMixin",
 ]
@@ -44,8 +46,8 @@ __all__ = [
 
 class CreateModelMixin:
     @action()
-    def create(self, data: dict | None = None, **kwargs: Any) -> tuple[Any, int]:
-        serializer = self.get_serializer(data=data or {}, action_kwargs=kwargs)
+    def create(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
+        serializer = self.get_serializer(data=data, action_kwargs=kwargs)
         serializer.is_valid(raise_exception=True)
         self.perform_create(serializer, **kwargs)
         return serializer.data, 201
@@ -68,34 +70,104 @@ class RetrieveModelMixin:
         return self.get_serializer(instance=instance, action_kwargs=kwargs).data, 200
 
 
+def _save(consumer: Any, data: dict, partial: bool, perform: Any, kwargs: dict) -> tuple[Any, int]:
+    """DCRF's ``update``/``patch``: validate ``data`` against the row, then ``perform``."""
+    instance = consumer.get_object(data=data, **kwargs)
+    serializer = consumer.get_serializer(
+        instance=instance, data=data, action_kwargs=kwargs, partial=partial
+    )
+    serializer.is_valid(raise_exception=True)
+    perform(serializer, **kwargs)
+    if getattr(instance, "_prefetched_objects_cache", None):
+        # A prefetch_related queryset: the saved row's prefetched relations are stale.
+        instance._prefetched_objects_cache = {}
+    return serializer.data, 200
+
+
 class UpdateModelMixin:
-    partial_update = False
-
     @action()
-    def update(self, data: dict | None = None, **kwargs: Any) -> tuple[Any, int]:
-        return self._save(data, partial=False, **kwargs)
+    def update(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
+        return _save(self, data, False, self.perform_update, kwargs)
 
-    def _save(self, data: dict | None, partial: bool, **kwargs: Any) -> tuple[Any, int]:
-        instance = self.get_object(**kwargs)
-        serializer = self.get_serializer(
-            instance=instance, data=data or {}, action_kwargs=kwargs, partial=partial
-        )
-        serializer.is_valid(raise_exception=True)
+    def perform_update(self, serializer: Any, **kwargs: Any) -> None:
         serializer.save()
-        return serializer.data, 200
 
 
-class PatchModelMixin(UpdateModelMixin):
+class PatchModelMixin:
+    """``patch`` only (as in DCRF, it does not bring ``update``)."""
+
     @action()
-    def patch(self, data: dict | None = None, **kwargs: Any) -> tuple[Any, int]:
-        return self._save(data, partial=True, **kwargs)
+    def patch(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
+        return _save(self, data, True, self.perform_patch, kwargs)
+
+    def perform_patch(self, serializer: Any, **kwargs: Any) -> None:
+        serializer.save()
 
 
 class DeleteModelMixin:
     @action()
     def delete(self, **kwargs: Any) -> tuple[None, int]:
-        self.get_object(**kwargs).delete()
+        instance = self.get_object(**kwargs)
+        self.perform_delete(instance, **kwargs)
         return None, 204
+
+    def perform_delete(self, instance: Any, **kwargs: Any) -> None:
+        instance.delete()
+
+
+class PaginatedModelListMixin(ListModelMixin):
+    """``list`` paginated by ``pagination_class`` (DCRF's): the message's ``limit`` and
+    ``offset`` pick the page, the reply is ``{"count", "results", "limit", "offset"}``.
+    Without a pagination class or a limit, the whole list, as ``ListModelMixin``.
+
+    Unlike DCRF's mixin it sets no ``permission_classes``: DCRF's resets them to the
+    default for any consumer that lists this mixin before a base declaring its own."""
+
+    pagination_class = pagination.default_pagination_class()
+    #: ``view`` too: the paginator takes it beside the message's keys.
+    named_only_keys = AsyncAPIConsumer.named_only_keys | {"view"}
+
+    @action()
+    def list(self, **kwargs: Any) -> tuple[Any, int]:
+        queryset = self.filter_queryset(self.get_queryset(**kwargs), **kwargs)
+        page = self.paginate_queryset(queryset, **kwargs)
+        if page is not None:
+            serializer = self.get_serializer(instance=page, many=True, action_kwargs=kwargs)
+            return self.get_paginated_response(serializer.data), 200
+        return self.get_serializer(instance=queryset, many=True, action_kwargs=kwargs).data, 200
+
+    @property
+    def paginator(self) -> Any:
+        """This consumer's instance of ``pagination_class`` (None without one)."""
+        if not hasattr(self, "_paginator"):
+            self._paginator = None if self.pagination_class is None else self.pagination_class()
+        return self._paginator
+
+    def paginate_queryset(self, queryset: Any, **kwargs: Any) -> list[Any] | None:
+        if self.paginator is None:
+            return None
+        return self.paginator.paginate_queryset(queryset, self.scope, view=self, **kwargs)
+
+    def get_paginated_response(self, data: Any) -> Any:
+        assert self.paginator is not None
+        return self.paginator.get_paginated_response(data)
+
+
+class StreamedPaginatedListMixin(PaginatedModelListMixin):
+    """``list`` that sends every page from the requested offset on, one reply per page
+    (DCRF 1.3.0's). A list that is not paginated is sent once (DCRF crashes there)."""
+
+    @action()
+    async def list(self, action: str, request_id: Any, **kwargs: Any) -> None:
+        while True:
+            data, status = await super().list(request_id=request_id, **kwargs)
+            await self.reply(action=action, data=data, status=status, request_id=request_id)
+            if not isinstance(data, dict):
+                break
+            count, limit, offset = data.get("count", 0), data.get("limit", 0), data.get("offset", 0)
+            if offset >= count - limit:  # this was the last page
+                break
+            kwargs["offset"] = offset + limit
 
 
 class ObserverModelInstanceMixin(RetrieveModelMixin):
