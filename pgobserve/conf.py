@@ -105,3 +105,11 @@ def send_queue_high_water() -> int:
 def send_queue_timeout() -> float:
     """Seconds a socket may stay past ``SEND_QUEUE_HIGH_WATER`` before it is closed (4408)."""
     return float(_get("SEND_QUEUE_TIMEOUT", 10))
+
+
+def observe_related() -> bool:
+    """Follow relations: models that observed models reach by a forward foreign key or
+    one-to-one field, and the ``through`` tables of their many-to-many fields, get triggers
+    too, and a consumer whose queryset (or a query subscription's filter) joins other
+    tables re-checks what it watches when those tables change (``relations.py``)."""
+    return bool(_get("OBSERVE_RELATED", True))

@@ -18,7 +18,7 @@ from django.http import Http404
 from rest_framework.generics import get_object_or_404
 from rest_framework.serializers import Serializer
 
-from . import groups, inputs, registry, shared
+from . import conf, groups, inputs, registry, relations, shared
 from .consumers import AsyncAPIConsumer, BadRequest, required
 from .permissions import may_refuse
 from .watches import Watch
@@ -42,6 +42,10 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     #: for all sockets of this class, not once per socket (see ``shared.py``).
     share_reads: bool = False
     lookup_url_kwarg: str | None = None
+    #: Whether a change of a table the queryset joins (``project__owner=user`` reads
+    #: ``tasks_project``) re-checks what each socket watches; None:
+    #: ``PGOBSERVE["OBSERVE_RELATED"]`` (on by default). See ``relations.py``.
+    observe_related: bool | None = None
 
     def get_queryset(self, **kwargs: Any) -> QuerySet:
         assert self.queryset is not None, (
@@ -121,6 +125,34 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
             watches[kind] = kind(self, model._meta.db_table)
             self.watches.add(watches[kind])
         return watches[kind]
+
+    # joined tables (see ``relations.py``) ------------------------------------------------
+
+    def joined_tables(self, queryset: QuerySet | None = None) -> list[str]:
+        """The observed tables besides its own that ``queryset`` (default: the pushes'
+        ``filter_queryset(get_queryset())``) reads, whose changes re-check what this socket
+        watches; none if the consumer does not follow relations. Runs no query, but
+        ``get_queryset()`` may (the user of a session), so call it from a worker thread."""
+        follow = self.observe_related
+        if not (conf.observe_related() if follow is None else follow):
+            return []
+        if queryset is None:
+            call = {"action": "update"}
+            queryset = self.filter_queryset(self.get_queryset(**call), **call)
+        return relations.followed_tables(type(self), queryset)
+
+    async def follow_joins(self, table: str, joined: list[str]) -> None:
+        """Hold the table group of each ``joined`` table for one more subscription on
+        ``table``, routing its changes to a re-check of what is watched there. Called
+        before the subscription's first read, so no change after that read is missed."""
+        for joined_table in joined:
+            self.watches.route(joined_table, table)
+            await self.hold_group(groups.table_group(joined_table))
+
+    async def unfollow_joins(self, table: str, joined: list[str]) -> None:
+        for joined_table in joined:
+            await self.release_group(groups.table_group(joined_table))
+            self.watches.unroute(joined_table, table)
 
     def _looks_up_pk(self) -> bool:
         return self.lookup_field in ("pk", self.model()._meta.pk.name)

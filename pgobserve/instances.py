@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.db import database_sync_to_async
+
 from . import conf, groups
 from .watches import Watch
 
@@ -52,6 +54,9 @@ class InstanceSubscriptions(Watch):
         self.rows: dict[str, WatchedRow] = {}
         #: Watching rows in many shards: the table group instead (see ``join``).
         self.wide = False
+        #: Other tables the consumer's queryset reads (``relations.py``), found on the
+        #: first subscription; each subscription follows them.
+        self.joined: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"<InstanceSubscriptions {self.table}: {len(self.rows)} rows>"
@@ -84,7 +89,13 @@ class InstanceSubscriptions(Watch):
         a bulk change then reaches it as one message instead of one per shard (through
         Redis, each is a separate read), and it already woke for most of the table's
         changes. Its holds move over, the table group first, so nothing is missed.
+
+        Each subscription also follows the tables the queryset joins: a project changing
+        owner re-checks the watched tasks (``relations.py``).
         """
+        if self.joined is None:
+            self.joined = await database_sync_to_async(self.consumer.joined_tables)()
+        await self.consumer.follow_joins(self.table, self.joined)
         await self.consumer.hold_group(self.group(pk))
         if self.wide:
             return
@@ -101,6 +112,7 @@ class InstanceSubscriptions(Watch):
 
     async def leave(self, pk: Any) -> None:
         await self.consumer.release_group(self.group(pk))
+        await self.consumer.unfollow_joins(self.table, self.joined or [])
 
     async def remove(self, lookup_key: str, request_id: Any = None, everyone: bool = False) -> int:
         """Remove the subscriptions on the row named ``lookup_key`` (one request_id, or all).

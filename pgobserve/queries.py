@@ -54,6 +54,8 @@ class QuerySubscription:
     condition: Q
     #: pk_key → (pk, data) of every row the client holds.
     held: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: Other tables its query reads (``relations.py``), followed while it lives.
+    joined: list[str] = field(default_factory=list)
 
 
 class QuerySubscriptions(Watch):
@@ -164,6 +166,12 @@ class ObserverQueryMixin:
         """The condition of a query subscription; 400 (ValidationError) for bad filters."""
         return build_q(self.model(), self.query_filter_fields, filters)
 
+    def query_condition(self, filters: Any, **kwargs: Any) -> tuple[Q, list[str]]:
+        """The subscription's condition and the other tables its query reads (the
+        queryset's joins and the condition's, e.g. a ``project__owner`` filter)."""
+        condition = self.get_query_filter(filters, **kwargs)
+        return condition, self.joined_tables(self._query_base().filter(condition))
+
     def _query_base(self) -> QuerySet:
         call = {"action": "update"}
         queryset = self.filter_queryset(self.get_queryset(**call), **call)
@@ -219,13 +227,14 @@ class ObserverQueryMixin:
         if kwargs and type(self).get_query_filter is ObserverQueryMixin.get_query_filter:
             # A misspelt "filters" must not silently subscribe to the whole queryset.
             raise BadRequest({k: ['Unexpected field; filters go in "filters".'] for k in kwargs})
-        condition = await database_sync_to_async(self.get_query_filter)(filters, **kwargs)
+        condition, joined = await database_sync_to_async(self.query_condition)(filters, **kwargs)
         limit = self.query_max_rows or conf.max_query_rows()
         subs = self.query_subscriptions()
         group = groups.table_group(subs.table)
         async with self.watches.lock:
             # Join first, then read: a change committed after the read is delivered to us.
             await self.hold_group(group)
+            await self.follow_joins(subs.table, joined)
             try:
                 rows = await database_sync_to_async(self.read_query)(condition, limit)
                 if len(rows) > limit:
@@ -239,12 +248,14 @@ class ObserverQueryMixin:
                     ensure_room(self, subscriptions=0, rows=len(rows) - len(replaced.held))
             except BaseException:
                 await self.release_group(group)
+                await self.unfollow_joins(subs.table, joined)
                 raise
             old = subs.subs.pop(request_key(request_id), None)
             if old is not None:
                 await self.release_group(group)  # re-subscribed: replace, keep one hold
+                await self.unfollow_joins(subs.table, old.joined)
             subs.subs[request_key(request_id)] = QuerySubscription(
-                request_id, condition, {key: (pk, data) for key, pk, data in rows}
+                request_id, condition, {key: (pk, data) for key, pk, data in rows}, joined
             )
             # Reply under the lock, so no push for this subscription can precede the 201.
             await self.reply(
@@ -259,6 +270,8 @@ class ObserverQueryMixin:
             raise required("request_id")
         subs = self.query_subscriptions()
         async with self.watches.lock:
-            if subs.subs.pop(request_key(request_id), None) is not None:
+            old = subs.subs.pop(request_key(request_id), None)
+            if old is not None:
                 await self.release_group(groups.table_group(subs.table))
+                await self.unfollow_joins(subs.table, old.joined)
         return None, 204

@@ -68,11 +68,39 @@ def has_secret_pk(model: type[models.Model]) -> bool:
     return issubclass(model, AbstractBaseSession)
 
 
+def related_models(observed: list[type[models.Model]]) -> list[type[models.Model]]:
+    """What ``observed`` models reach in one step (``conf.observe_related``): the targets of
+    their forward foreign keys and one-to-one fields (``project__owner`` reads the owner
+    column of the project table) and the ``through`` tables of their many-to-many fields.
+    Unmanaged models (views, tables of other programs) and composite pks are left to
+    ``MODELS``, where an explicit entry fails loudly if they cannot carry triggers."""
+    found: list[type[models.Model]] = []
+    for model in observed:
+        for field in model._meta.get_fields():
+            if not (field.is_relation and field.concrete):
+                continue  # reverse relations and generic foreign keys
+            if field.many_to_many:
+                target = field.remote_field.through
+            elif field.many_to_one or field.one_to_one:
+                target = field.related_model
+            else:
+                continue
+            if not isinstance(target, type):
+                continue  # a lazy reference to a model that is not installed
+            meta = target._meta.concrete_model._meta
+            if meta.managed and getattr(meta.pk, "column", None) is not None:
+                found.append(meta.concrete_model)
+    return found
+
+
 def observed_models() -> list[type[models.Model]]:
     """Every observed concrete model, in settings order then decorator order, then the
-    session and user models (``identity_models``), no duplicates."""
+    session and user models (``identity_models``), then the models the first two reach
+    (``related_models``), no duplicates."""
     found: list[type[models.Model]] = []
-    for model in [_resolve(label) for label in conf.models()] + _decorated + identity_models():
+    chosen = [_resolve(label) for label in conf.models()] + _decorated
+    related = related_models(chosen) if conf.observe_related() else []
+    for model in chosen + identity_models() + related:
         meta = model._meta
         if meta.abstract or meta.proxy:
             raise ImproperlyConfigured(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -85,6 +85,9 @@ class WatchRegistry:
         self._watches: dict[str, list[Watch]] = defaultdict(list)
         self._pending: dict[str, dict[str, Any] | None] = {}
         self._batches: dict[str, set[str | None]] = defaultdict(set)
+        #: Joined table → {watched table: subscriptions following it}: a change of a table
+        #: a queryset joins re-checks everything watched on its own table (``relations.py``).
+        self._routes: dict[str, Counter[str]] = defaultdict(Counter)
         self._task: asyncio.Task | None = None
         self._arrivals = 0
         #: Failed flushes in a row (0: healthy).
@@ -107,9 +110,26 @@ class WatchRegistry:
     def tables(self) -> list[str]:
         return [table for table, watches in self._watches.items() if watches]
 
+    def route(self, joined: str, table: str) -> None:
+        """Changes of ``joined`` re-check everything watched on ``table`` (one more hold)."""
+        self._routes[joined][table] += 1
+
+    def unroute(self, joined: str, table: str) -> None:
+        routes = self._routes.get(joined)
+        if routes is not None and routes[table] > 0:
+            routes[table] -= 1
+            if routes[table] <= 0:
+                del routes[table]
+            if not routes:
+                del self._routes[joined]
+
     def changed(self, table: str, pks: list[Any] | None, batch: str | None = None) -> None:
         """Record a change message; the flush runs once the consumer is idle."""
+        routed = self._reroute(table, batch)
         if not self._watches.get(table):
+            if routed:
+                self._arrivals += 1
+                self._schedule()
             return
         self._arrivals += 1
         self._batches[table].add(batch)
@@ -123,6 +143,16 @@ class WatchRegistry:
                 # The listener's pks are JSON ints and strings, whose pk_key is their str().
                 merged.update(zip(map(str, pks), pks, strict=True))
         self._schedule()
+
+    def _reroute(self, table: str, batch: str | None) -> bool:
+        """A change of a table that watched querysets join: which watched rows it affects
+        is unknown, so each table that follows it is re-checked whole (one bounded read
+        per watch, however many joined rows changed)."""
+        targets = [target for target in self._routes.get(table, ()) if self._watches.get(target)]
+        for target in targets:
+            self._pending[target] = EVERYTHING
+            self._batches[target].add(batch)
+        return bool(targets)
 
     def resync(self) -> None:
         """Re-check everything watched (after a gap in the listener's feed)."""

@@ -37,10 +37,14 @@ class TaskConsumer(
     query_filter_fields = TASK_FILTERS
 
 
-class MyTaskConsumer(ObserverQueryMixin, ListModelMixin, GenericAsyncAPIConsumer):
+class MyTaskConsumer(
+    ObserverModelInstanceMixin, ObserverQueryMixin, ListModelMixin, GenericAsyncAPIConsumer
+):
     """``/ws/my-tasks/``: the logged-in user's tasks (in projects they own, or assigned to
     them). The queryset depends on the user, so each socket's lists and pushes only ever
-    hold that user's rows; a task moved out of them is pushed as ``delete``."""
+    hold that user's rows; a task moved out of them is pushed as ``delete``. The queryset
+    joins ``tasks_project``: a project changing owner, by whatever writer, moves its tasks
+    from the old owner's subscriptions to the new owner's."""
 
     serializer_class = TaskSerializer
     permission_classes = (permissions.IsAuthenticated,)

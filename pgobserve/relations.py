@@ -1,0 +1,108 @@
+"""The other tables a consumer's queryset reads, so that their changes re-check what it watches.
+
+A per-user queryset such as ``Task.objects.filter(project__owner=user)`` decides a task's
+visibility from a column of ``tasks_project``: when a project changes owner, no task row
+changes, yet the old owner must lose its tasks and the new owner gain them. The tables a
+queryset reads are known without running it: Django's query lists its joins
+(``alias_map``; a join the query trimmed has no references left), and subqueries
+(``pk__in=<queryset>``, ``Exists(...)``) are queries of their own.
+
+A consumer follows those tables (``GenericAsyncAPIConsumer.follow_joins``): it joins each
+one's table group, and its ``WatchRegistry`` turns a change there into "re-check
+everything watched on the consumer's own table": which watched rows a joined row affects
+is unknown, and one bounded read per consumer per batch (a ``pk__in`` read of the watched
+rows, each query subscription re-run) costs less than finding out. A joined table that has
+no triggers is logged once per consumer class, naming the model to observe.
+
+Not followed: the consumer's own table reached through a join (a self-referencing
+relation; its rows are re-checked when they change themselves), and anything the
+serializer reads (only what decides visibility is followed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.apps import apps
+from django.db.models import QuerySet
+from django.db.models.sql.datastructures import BaseTable
+from django.db.models.sql.query import Query
+
+from . import registry
+
+logger = logging.getLogger("pgobserve.consumers")
+
+#: (consumer class, table) pairs already warned about: one warning per class and table.
+_warned: set[tuple[type, str]] = set()
+
+
+def joined_tables(queryset: QuerySet | Query) -> set[str]:
+    """Every table ``queryset`` reads besides its own model's, subqueries included."""
+    query = queryset.query if isinstance(queryset, QuerySet) else queryset
+    found: set[str] = set()
+    _collect_query(query, found, set())
+    found.discard(query.get_meta().db_table)
+    return found
+
+
+def _collect_query(query: Query, found: set[str], seen: set[int]) -> None:
+    if id(query) in seen:
+        return
+    seen.add(id(query))
+    for alias, table in query.alias_map.items():
+        if isinstance(table, BaseTable) or query.alias_refcount.get(alias, 0) > 0:
+            found.add(table.table_name)
+    for node in [query.where, *query.annotations.values()]:
+        _collect_node(node, found, seen)
+    for combined in query.combined_queries:  # union(), intersection(), difference()
+        _collect_query(combined, found, seen)
+
+
+def _collect_node(node: Any, found: set[str], seen: set[int]) -> None:
+    """Find the subqueries inside a where-tree or an expression."""
+    if node is None or isinstance(node, (str, int, float, bool)) or id(node) in seen:
+        return
+    if isinstance(node, Query):
+        _collect_query(node, found, seen)
+        return
+    seen.add(id(node))
+    inner = getattr(node, "query", None)  # Subquery, Exists
+    if isinstance(inner, Query):
+        _collect_query(inner, found, seen)
+    children = list(getattr(node, "children", ()))  # WhereNode
+    children += [getattr(node, "lhs", None), getattr(node, "rhs", None)]  # lookups
+    if hasattr(node, "get_source_expressions"):
+        children += node.get_source_expressions()
+    if isinstance(getattr(node, "rhs", None), (list, tuple)):
+        children += list(node.rhs)
+    for child in children:
+        _collect_node(child, found, seen)
+
+
+def model_of_table(table: str) -> Any:
+    """The installed model stored in ``table`` (None if there is none)."""
+    for model in apps.get_models(include_auto_created=True):
+        if model._meta.db_table == table:
+            return model
+    return None
+
+
+def followed_tables(consumer_class: type, queryset: QuerySet | Query) -> list[str]:
+    """The observed tables besides its own that ``queryset`` reads, sorted; a joined table
+    without triggers is logged once per consumer class and left out."""
+    observed = registry.observed_tables()
+    tables = sorted(joined_tables(queryset))
+    for table in tables:
+        if table not in observed and (consumer_class, table) not in _warned:
+            _warned.add((consumer_class, table))
+            model = model_of_table(table)
+            label = model._meta.label if model is not None else table
+            logger.warning(
+                "%s reads %s (%s), which pgobserve does not observe: a change there does "
+                "not re-check what its sockets watch until their own rows change. Add "
+                '"%s" to PGOBSERVE["MODELS"] and run `manage.py pgobserve install`, or set '
+                "observe_related = False on the consumer to silence this.",
+                consumer_class.__name__, table, label, label,
+            )  # fmt: skip
+    return [table for table in tables if table in observed]
