@@ -385,3 +385,18 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     async def encode_json(cls, content: Any) -> str:
         # DjangoJSONEncoder: UUID, Decimal and datetime values (pks, serializer output) encode.
         return json.dumps(content, cls=DjangoJSONEncoder)
+
+
+# view_as_consumer: DCRF's ``djangochannelsrestframework.consumers.view_as_consumer`` ------
+# It lives in ``view_consumer.py`` and is imported on first use: that module subclasses
+# ``AsyncAPIConsumer``, so importing it here at load time would be a circular import.
+
+__all__ += ["DjangoViewAsConsumer", "view_as_consumer"]  # noqa: F822 (see __getattr__)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DjangoViewAsConsumer", "view_as_consumer"):
+        from . import view_consumer
+
+        return getattr(view_consumer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

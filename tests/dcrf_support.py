@@ -26,9 +26,9 @@ class UserSerializer(serializers.ModelSerializer):
 
 @asynccontextmanager
 async def connected_communicator(
-    application: Any, path: str = "/testws/"
+    application: Any, path: str = "/testws/", headers: list | None = None
 ) -> AsyncIterator[WebsocketCommunicator]:
-    communicator = WebsocketCommunicator(application, path)
+    communicator = WebsocketCommunicator(application, path, headers)
     connected, _ = await communicator.connect()
     assert connected, "the consumer refused the connection"
     try:
