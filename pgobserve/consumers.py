@@ -34,7 +34,7 @@ from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
 from .sendqueue import SendGate
-from .watches import WatchRegistry
+from .watches import WatchRegistry, database_outage
 
 logger = logging.getLogger("pgobserve.consumers")
 
@@ -43,6 +43,9 @@ __all__ = ["AsyncAPIConsumer", "ActionMissingException"]
 
 #: The 503 answer to a request the database could not serve (down, out of connections).
 DATABASE_UNAVAILABLE = "The database is unavailable; try again."
+#: The close code of a socket refused because the database could not check who it is
+#: (4000 + HTTP's 503).
+CLOSE_DATABASE_UNAVAILABLE = 4503
 
 
 class ActionMissingException(exceptions.APIException):
@@ -119,26 +122,38 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
 
     async def websocket_connect(self, message: dict) -> None:
         inprocess.ensure_started()
-        for permission in await self.get_permissions(action="connect"):
-            if not await ensure_async(permission.can_connect)(
-                scope=self.scope, consumer=self, message=message
-            ):
+        try:
+            if not await self._may_connect(message):
                 await self.close()
                 return
-        self.groups.add(groups.RESYNC_GROUP)
-        await self.memberships.join_all()
-        self.memberships.start()
-        identity = SocketIdentity.of(self)
-        if identity is not None:
-            await identity.watch()  # closes at once if the session already ended
-            if identity.closed:
-                return
+        except (db.OperationalError, db.InterfaceError) as exc:
+            # The database cannot tell who this is: refuse for now; the client retries.
+            database_outage().failed(exc)
+            await self.close(code=CLOSE_DATABASE_UNAVAILABLE)
+            return
         try:
             await self.connect()
         except AcceptConnection:
             await self.accept()
         except DenyConnection:
             await self.close()
+
+    async def _may_connect(self, message: dict) -> bool:
+        """``can_connect`` of every permission, then the session and user checks (which
+        join their groups first, so a logout right after is not missed)."""
+        for permission in await self.get_permissions(action="connect"):
+            if not await ensure_async(permission.can_connect)(
+                scope=self.scope, consumer=self, message=message
+            ):
+                return False
+        self.groups.add(groups.RESYNC_GROUP)
+        await self.memberships.join_all()
+        self.memberships.start()
+        identity = SocketIdentity.of(self)
+        if identity is not None:
+            await identity.watch()  # closes at once if the session already ended
+            return not identity.closed
+        return True
 
     async def websocket_disconnect(self, message: dict) -> None:
         await self._end()
@@ -341,8 +356,8 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             )
         elif isinstance(exc, (db.OperationalError, db.InterfaceError)):
             # The database is down or out of connections: the client may retry; the
-            # outage is the server's to see, once, not a traceback per request.
-            logger.warning("action %r could not reach the database: %s", action, exc)
+            # outage is logged once per process (``database_outage``), not per request.
+            database_outage().failed(exc)
             status, errors = 503, [DATABASE_UNAVAILABLE]
         else:
             logger.error(

@@ -82,7 +82,9 @@ class SocketIdentity:
         is not missed."""
         for watch in self.watches:
             self.consumer.watches.add(watch)
-            await self.consumer.add_group(watch.group())
+            # A hold, not a plain add: an instance subscription to a row of the same shard
+            # releasing its hold must not take this membership with it.
+            await self.consumer.hold_group(watch.group())
         await self.check()
 
     def still_valid(self) -> bool:

@@ -145,8 +145,7 @@ class Memberships:
             await outage.back()
             await jitter()
             try:
-                for name in list(self.names):
-                    await self.layer.group_add(name, self.channel)
+                await self._rejoin()
             except Exception as exc:
                 outage.failed(exc)
                 continue
@@ -154,12 +153,27 @@ class Memberships:
         # Whatever was sent while we were not in our groups is lost: re-read it all.
         self._on_rejoined()
 
+    async def _rejoin(self) -> None:
+        """Join every group in ``names`` and leave those dropped from it, until both agree:
+        a subscribe or unsubscribe during the round trips only records its group."""
+        joined: set[str] = set()
+        while joined != self.names:
+            wanted = set(self.names)
+            for name in wanted - joined:
+                await self.layer.group_add(name, self.channel)
+                joined.add(name)
+            for name in joined - wanted:
+                await self.layer.group_discard(name, self.channel)
+                joined.discard(name)
+
     async def receive(self) -> dict[str, Any]:
         """The next message of the consumer's channel, waiting out layer outages."""
         while True:
             try:
                 return await self.layer.receive(self.channel)
             except Exception as exc:
+                if self._closed:  # the consumer is ending: nothing more to receive
+                    await asyncio.Future()
                 self.layer_failed(exc)
                 if self._recovery is not None:
                     await asyncio.wait({self._recovery})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger("pgobserve.consumers")
@@ -18,6 +19,8 @@ logger = logging.getLogger("pgobserve.consumers")
 #: Probe backoff: the first and the longest delay (plus up to 50% jitter). The longest
 #: delay bounds how late sockets converge after the server is back.
 RETRY_FIRST, RETRY_MAX = 0.1, 1.5
+#: At most one "unreachable" warning per outage kind per this many seconds.
+LOG_EVERY = 60.0
 
 
 class Outage:
@@ -27,22 +30,34 @@ class Outage:
         self.what = what
         self._probe = probe
         self._task: asyncio.Task | None = None
+        self._logged_at = -LOG_EVERY
+        self._logged = False
 
     @property
     def ongoing(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """A probe runs on this event loop (a task of an ended loop does not count)."""
+        return (
+            self._task is not None
+            and not self._task.done()
+            and self._task.get_loop() is asyncio.get_running_loop()
+        )
 
     def failed(self, exc: BaseException) -> None:
         if self.ongoing:
             return
-        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
-            self._task = None  # a task of an event loop that has ended (tests)
-        logger.warning(
-            "pgobserve: %s is unreachable (%s: %s); sockets stay open and catch up when it is back",
-            self.what,
-            type(exc).__name__,
-            str(exc).strip(),
-        )
+        now = time.monotonic()
+        # An error that comes back at once (a statement timeout: the probe answers) must
+        # not log two lines per retry: at most one warning a minute.
+        self._logged = now - self._logged_at >= LOG_EVERY
+        if self._logged:
+            self._logged_at = now
+            logger.warning(
+                "pgobserve: %s is unreachable (%s: %s); sockets stay open and catch up when "
+                "it is back",
+                self.what,
+                type(exc).__name__,
+                str(exc).strip(),
+            )
         self._task = asyncio.ensure_future(self._until_back())
 
     async def back(self) -> None:
@@ -59,7 +74,8 @@ class Outage:
                 await self._probe()
             except Exception:
                 continue
-            logger.info("pgobserve: %s answers again", self.what)
+            if self._logged:
+                logger.info("pgobserve: %s answers again", self.what)
             return
 
 

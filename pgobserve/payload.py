@@ -122,11 +122,22 @@ _PK_CHECKS = {
 }
 
 
+#: pk kinds whose payload always fits: their triggers send ``"pk": null`` only on TRUNCATE.
+_FIXED_WIDTH = frozenset({"int", "uuid", "digest"})
+
+
 def check_pks(change: Change, pk_kind: str) -> None:
     """``PayloadError`` unless ``change``'s pks have the type the table's trigger writes
     (``pk_kind`` as in ``sql.TableSpec``). A string pk for an integer table would make a
     consumer's ``pk__in`` read fail; rejected here, it costs nothing."""
-    if change.pks is not None and not _PK_CHECKS.get(pk_kind, _PK_CHECKS["other"])(change.pks):
+    if change.pks is None:
+        # "Unknown rows": a TRUNCATE, or a pk too wide for a payload, which only an
+        # "other" pk (text, ...) can be. Anything else would make every consumer of the
+        # table re-check all it watches.
+        if change.op != "T" and pk_kind in _FIXED_WIDTH:
+            raise PayloadError(f"unknown rows of {change.table!r} for op {change.op!r}")
+        return
+    if not _PK_CHECKS.get(pk_kind, _PK_CHECKS["other"])(change.pks):
         raise PayloadError(
             f"pks of {change.table!r} that are not {pk_kind} pks: {change.pks[:3]!r}"
         )

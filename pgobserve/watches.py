@@ -27,10 +27,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import DatabaseError, connections
+from django.db import InterfaceError, OperationalError, connections
 
 from . import conf
-from .outages import Outage, jitter
+from .outages import Outage
 
 logger = logging.getLogger("pgobserve.consumers")
 
@@ -45,6 +45,10 @@ MANY_PKS = 10_000
 #: so thousands of sockets do not retry in step). The longest delay bounds how late a
 #: client converges after the database is back.
 RETRY_FIRST, RETRY_MAX = 0.05, 1.5
+#: The longest delay between retries of an error that is not a lost connection (a bug).
+RETRY_SLOW = 30.0
+#: Errors that mean the database could not be reached, rather than a failing query.
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
 #: After this many failures in a row, a table's pending pks become EVERYTHING.
 ESCALATE_AFTER = 3
 
@@ -218,21 +222,23 @@ class WatchRegistry:
         self._batches[table].add(None)  # a retry's read is never shared
 
     async def _back_off(self, failed: dict[str, Exception]) -> None:
-        """Wait before retrying. Database errors wait for the process's database probe
-        (``database_outage``), which logs the outage once; anything else (a bug in a
-        serializer or a permission) is logged here and retried with backoff."""
+        """Wait before retrying, longer after each failure in a row. A lost connection
+        (the server down, out of slots, a cut) also waits for the process's database probe
+        (``database_outage``), which logs the outage once; other errors (a bug in a
+        serializer, a dropped column) are logged on the first failure and retried ever
+        more slowly."""
         self.failures += 1
-        database_errors = [exc for exc in failed.values() if isinstance(exc, DatabaseError)]
-        if database_errors:
+        lost = [exc for exc in failed.values() if isinstance(exc, CONNECTION_ERRORS)]
+        if lost:
             outage = database_outage()
-            outage.failed(database_errors[0])
+            outage.failed(lost[0])
             await outage.back()
-            await jitter()
-            return
-        if self.failures == 1:
-            table, exc = next(iter(failed.items()))
-            logger.error("pgobserve could not refresh %s; retrying", table, exc_info=exc)
-        delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_MAX)
+            delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_MAX)
+        else:
+            if self.failures == 1:
+                table, exc = next(iter(failed.items()))
+                logger.error("pgobserve could not refresh %s; retrying", table, exc_info=exc)
+            delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_SLOW)
         await asyncio.sleep(delay * random.uniform(1.0, 1.5))
 
     async def close(self) -> None:

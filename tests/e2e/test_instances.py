@@ -235,6 +235,7 @@ async def test_one_read_per_batch_whatever_the_request_ids(live, db):
 
 async def test_shared_reads_one_read_for_all_sockets_and_never_stale(live, db):
     (task,) = await db(make_tasks, 1)
+    await listener_caught_up(live, db)  # the insert's message must not count as a read
     async with (
         connect(live, "/ws/shared-tasks/") as a,
         connect(live, "/ws/shared-tasks/") as b,
@@ -265,6 +266,7 @@ async def test_rows_in_many_shards_move_to_the_table_group_one_read_per_batch(li
     from pgobserve.instances import WIDE_AT
 
     tasks = await db(tasks_in_many_shards, WIDE_AT + 4)
+    await listener_caught_up(live, db)  # the inserts' messages must not count as reads
     async with connect(live, "/ws/guarded-tasks/") as ws:
         for task in tasks:
             await subscribe(ws, task.pk, task.pk)
