@@ -10,6 +10,7 @@ apply. Budgets are checked when subscribing: a live result may grow past them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rest_framework import exceptions
@@ -30,19 +31,21 @@ def ensure_room(consumer: Any, subscriptions: int, rows: int) -> None:
     """Raise ``OverBudget`` unless ``consumer`` may take ``subscriptions`` more subscriptions
     and ``rows`` more held rows (either may be negative when a subscription is replaced)."""
     held_subscriptions, held_rows = consumer.watches.totals()
-    max_subscriptions = getattr(consumer, "max_subscriptions", None)
-    if max_subscriptions is None:
-        max_subscriptions = conf.max_subscriptions()
+    max_subscriptions = _budget(consumer, "max_subscriptions", conf.max_subscriptions)
     if subscriptions > 0 and held_subscriptions + subscriptions > max_subscriptions:
         raise OverBudget(
             f"This socket has {held_subscriptions} subscriptions, the most it may have "
             f"is {max_subscriptions}; unsubscribe first."
         )
-    max_rows = getattr(consumer, "max_rows", None)
-    if max_rows is None:
-        max_rows = conf.max_rows()
+    max_rows = _budget(consumer, "max_rows", conf.max_rows)
     if rows > 0 and held_rows + rows > max_rows:
         raise OverBudget(
             f"This socket holds {held_rows} rows; {rows} more would pass its budget of "
             f"{max_rows}. Narrow the filters or unsubscribe first."
         )
+
+
+def _budget(consumer: Any, attribute: str, setting: Callable[[], int]) -> int:
+    """The consumer class's own budget if it sets one (0 included), else the setting."""
+    value = getattr(consumer, attribute, None)
+    return setting() if value is None else value

@@ -97,6 +97,27 @@ class Process:
                 self.proc.wait(10)
 
 
+def start_servers(
+    env: dict[str, str], started: list[Process], listener: bool
+) -> tuple[Process | None, Process, int]:
+    """``pgobserve listen`` (if ``listener``), then daphne on a free port, each appended to
+    ``started`` as soon as it runs (the caller stops them); (listener, daphne, port)."""
+    found = None
+    if listener:
+        found = Process("listener", ["-m", "django", "pgobserve", "listen"], env)
+        started.append(found)
+        found.wait_for("LISTENs on channel")
+    port = free_port()
+    daphne = Process(
+        "daphne",
+        ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.e2e.asgi:application"],
+        env,
+    )
+    started.append(daphne)
+    daphne.wait_for("Listening on TCP address")
+    return found, daphne, port
+
+
 class Live:
     def __init__(self, mode: str, port: int, daphne: Process, listener: Process | None) -> None:
         self.mode, self.port, self.daphne, self.listener = mode, port, daphne, listener
@@ -130,19 +151,7 @@ def live(request, django_db_setup, test_dbname) -> Iterator[Live]:
         env.update(PGOBSERVE_TEST_LAYER="memory", PGOBSERVE_TEST_IN_PROCESS="1")
     started: list[Process] = []
     try:
-        listener = None
-        if mode == "redis":
-            listener = Process("listener", ["-m", "django", "pgobserve", "listen"], env)
-            started.append(listener)
-            listener.wait_for("LISTENs on channel")
-        port = free_port()
-        daphne = Process(
-            "daphne",
-            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.e2e.asgi:application"],
-            env,
-        )
-        started.append(daphne)
-        daphne.wait_for("Listening on TCP address")
+        listener, daphne, port = start_servers(env, started, listener=mode == "redis")
         if mode == "inprocess":
             # The first connection starts the in-process listener; wait until it LISTENs.
             from websockets.sync.client import connect

@@ -29,7 +29,7 @@ import websockets
 from pgobserve.consumers import DATABASE_UNAVAILABLE
 from tests.servers import ThrowawayPostgres, ThrowawayRedis
 
-from .conftest import ROOT, TIMEOUT, Process, free_port
+from .conftest import ROOT, TIMEOUT, Process, start_servers
 
 pytestmark = pytest.mark.slow
 
@@ -102,17 +102,7 @@ def stack(
         settings.update(PGOBSERVE_TEST_LAYER="memory", PGOBSERVE_TEST_IN_PROCESS="1")
     started: list[Process] = []
     try:
-        if redis is not None:
-            started.append(Process("listener", ["-m", "django", "pgobserve", "listen"], settings))
-            started[-1].wait_for("LISTENs on channel")
-        port = free_port()
-        daphne = Process(
-            "daphne",
-            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "tests.e2e.asgi:application"],
-            settings,
-        )
-        started.append(daphne)
-        daphne.wait_for("Listening on TCP address")
+        _, daphne, port = start_servers(settings, started, listener=redis is not None)
         daphne.port = port
         yield daphne
         for process in started:
