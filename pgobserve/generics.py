@@ -46,6 +46,10 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     #: ``tasks_project``) re-checks what each socket watches; None:
     #: ``PGOBSERVE["OBSERVE_RELATED"]`` (on by default). See ``relations.py``.
     observe_related: bool | None = None
+    #: DCRF's switch for pushing many-to-many changes. pgobserve follows the ``through``
+    #: tables of the model's m2m fields whenever it follows relations (``observe_related``),
+    #: so None (unset) and True behave alike; an explicit False stops only that.
+    observer_many_to_many_relationships: bool | None = None
 
     def get_queryset(self, **kwargs: Any) -> QuerySet:
         assert self.queryset is not None, (
@@ -130,8 +134,9 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     def joined_tables(self, queryset: QuerySet | None = None) -> list[str]:
         """The observed tables besides its own that ``queryset`` (default: the pushes'
-        ``filter_queryset(get_queryset())``) reads, whose changes re-check what this socket
-        watches; none if the consumer does not follow relations. Runs no query, but
+        ``filter_queryset(get_queryset())``) reads, and the ``through`` tables of its
+        model's many-to-many fields, whose changes re-check what this socket watches; none
+        if the consumer does not follow relations. Runs no query, but
         ``get_queryset()`` may (the user of a session), so call it from a worker thread."""
         follow = self.observe_related
         if not (conf.observe_related() if follow is None else follow):
@@ -139,7 +144,8 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         if queryset is None:
             call = {"action": "update"}
             queryset = self.filter_queryset(self.get_queryset(**call), **call)
-        return relations.followed_tables(type(self), queryset)
+        many_to_many = self.observer_many_to_many_relationships is not False
+        return relations.followed_tables(type(self), queryset, many_to_many)
 
     async def follow_joins(self, table: str, joined: list[str]) -> None:
         """Hold the table group of each ``joined`` table for one more subscription on

@@ -14,9 +14,16 @@ is unknown, and one bounded read per consumer per batch (a ``pk__in`` read of th
 rows, each query subscription re-run) costs less than finding out. A joined table that has
 no triggers is logged once per consumer class, naming the model to observe.
 
+Many-to-many fields are followed too (``many_to_many_tables``): a row's m2m data lives in
+the ``through`` table, so ``user.groups.add(g)`` (or ``remove``, ``clear``, ``set``, raw
+SQL) changes no user row. Following the through tables of every m2m field of the model,
+forward and reverse, whether or not the serializer shows them, re-checks the watched rows,
+and an ``update`` goes out exactly when the serialized data changed (DCRF pushes on
+``m2m_changed`` signals, so it misses raw SQL and other processes).
+
 Not followed: the consumer's own table reached through a join (a self-referencing
-relation; its rows are re-checked when they change themselves), and anything the
-serializer reads (only what decides visibility is followed).
+relation; its rows are re-checked when they change themselves), and anything else the
+serializer reads (a foreign key's target shown nested, say).
 """
 
 from __future__ import annotations
@@ -88,11 +95,33 @@ def model_of_table(table: str) -> Any:
     return None
 
 
-def followed_tables(consumer_class: type, queryset: QuerySet | Query) -> list[str]:
+def many_to_many_tables(model: Any) -> set[str]:
+    """The ``through`` tables of ``model``'s many-to-many fields, forward (``User.groups``)
+    and reverse (``Group.user_set``): adding a group to a user changes no user row, yet a
+    serializer showing ``groups`` now reads other data."""
+    found: set[str] = set()
+    for field in model._meta.get_fields():
+        if not field.many_to_many:
+            continue
+        through = getattr(field, "through", None) or field.remote_field.through
+        if isinstance(through, type):  # not a lazy reference to an uninstalled model
+            found.add(through._meta.db_table)
+    found.discard(model._meta.db_table)
+    return found
+
+
+def followed_tables(
+    consumer_class: type, queryset: QuerySet | Query, many_to_many: bool = False
+) -> list[str]:
     """The observed tables besides its own that ``queryset`` reads, sorted; a joined table
-    without triggers is logged once per consumer class and left out."""
+    without triggers is logged once per consumer class and left out. ``many_to_many``:
+    also the observed ``through`` tables of the model's many-to-many fields, silently
+    left out when unobserved (most serializers show none of them)."""
     observed = registry.observed_tables()
     tables = sorted(joined_tables(queryset))
+    if many_to_many:
+        through = many_to_many_tables(queryset.model) & observed.keys()
+        tables = sorted(set(tables) | through)
     for table in tables:
         if table not in observed and (consumer_class, table) not in _warned:
             _warned.add((consumer_class, table))

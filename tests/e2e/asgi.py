@@ -17,6 +17,7 @@ from tests.e2e.consumers import (  # noqa: E402
     QueryTaskConsumer,
     SharedTaskConsumer,
 )
+from tests.e2e.m2m_consumers import GroupMembersConsumer, PortedM2MUserConsumer  # noqa: E402
 
 routes = [
     *websocket_urlpatterns,
@@ -25,6 +26,8 @@ routes = [
     path("ws/shared-tasks/", SharedTaskConsumer.as_asgi()),
     path("ws/dcrf-users/", PortedUserConsumer.as_asgi()),
     path("ws/query-tasks/", QueryTaskConsumer.as_asgi()),
+    path("ws/dcrf-m2m-users/", PortedM2MUserConsumer.as_asgi()),
+    path("ws/group-members/", GroupMembersConsumer.as_asgi()),
 ]
 
 application = PgObserveRouter(
