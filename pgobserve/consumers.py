@@ -149,6 +149,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         self.groups.add(groups.RESYNC_GROUP)
         await self.memberships.join_all()
         self.memberships.start()
+        self.send_gate.unsent()  # finds the server's protocol now, not on the first push
         identity = SocketIdentity.of(self)
         if identity is not None:
             await identity.watch()  # closes at once if the session already ended
