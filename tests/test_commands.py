@@ -274,3 +274,17 @@ def test_status_check_fails_until_every_table_is_current():
         run("status", "--check")
     run("install")
     run("status", "--check")
+
+
+def test_listen_warns_at_startup_about_tables_without_triggers(caplog):
+    """An observed table without triggers sends nothing; the listener says so when it
+    starts (e.g. after an upgrade that observes related tables, before `install`)."""
+    from pgobserve.management.commands.pgobserve import Command
+
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute('DROP TRIGGER "pgobserve_update" ON "tasks_project"')
+    with caplog.at_level("WARNING", logger="pgobserve.listener"):
+        Command()._warn_untriggered(None)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "pgobserve.listener"]
+    assert len(warnings) == 1 and "tasks_project" in warnings[0], warnings
+    assert "pgobserve install" in warnings[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.db.migrations.loader import MigrationLoader
 
 import pgobserve
@@ -102,6 +102,7 @@ class Command(BaseCommand):
         logging.getLogger("pgobserve").setLevel(logging.INFO)
         conninfo = conninfo_for_alias(database)
         tables = observed_pk_kinds()  # notifications of other tables are ignored
+        self._warn_untriggered(database)
         connections.close_all()  # the listener has its own connection
 
         async def main():
@@ -112,6 +113,25 @@ class Command(BaseCommand):
             await listener.run()
 
         asyncio.run(main())
+
+    def _warn_untriggered(self, database: str | None) -> None:
+        """An observed table without current triggers sends nothing: say so at startup (an
+        upgrade that observes more tables needs ``pgobserve install``)."""
+        try:
+            states = installation.status(database)
+        except DatabaseError as exc:  # the listener reconnects anyway; the check can wait
+            logging.getLogger("pgobserve.listener").warning("could not check triggers: %s", exc)
+            return
+        stale = [
+            s.table for s in states if s.state in (installation.MISSING, installation.OUTDATED)
+        ]
+        if stale:
+            logging.getLogger("pgobserve.listener").warning(
+                "pgobserve: %d observed table(s) have no current triggers and send nothing: %s;"
+                " run `manage.py pgobserve install` (or migrate)",
+                len(stale),
+                ", ".join(sorted(stale)),
+            )
 
     # makemigration ------------------------------------------------------------------------
 
