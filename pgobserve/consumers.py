@@ -22,7 +22,6 @@ from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
-from django import db
 from django.core import exceptions as django_exceptions
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
@@ -34,7 +33,7 @@ from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
 from .sendqueue import SendGate
-from .watches import WatchRegistry, database_outage
+from .watches import CONNECTION_ERRORS, WatchRegistry, database_outage
 
 logger = logging.getLogger("pgobserve.consumers")
 
@@ -126,7 +125,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             if not await self._may_connect(message):
                 await self.close()
                 return
-        except (db.OperationalError, db.InterfaceError) as exc:
+        except CONNECTION_ERRORS as exc:
             # The database cannot tell who this is: refuse for now; the client retries.
             database_outage().failed(exc)
             await self.close(code=CLOSE_DATABASE_UNAVAILABLE)
@@ -355,7 +354,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
                 400,
                 self._format_errors(exceptions.ValidationError(exc.messages).detail),
             )
-        elif isinstance(exc, (db.OperationalError, db.InterfaceError)):
+        elif isinstance(exc, CONNECTION_ERRORS):
             # The database is down or out of connections: the client may retry; the
             # outage is logged once per process (``database_outage``), not per request.
             database_outage().failed(exc)

@@ -132,10 +132,8 @@ class WatchRegistry:
         routed = self._reroute(table, batch)
         if not self._watches.get(table):
             if routed:
-                self._arrivals += 1
-                self._schedule()
+                self._arrived()
             return
-        self._arrivals += 1
         self._batches[table].add(batch)
         if pks is None:
             self._pending[table] = EVERYTHING
@@ -146,6 +144,10 @@ class WatchRegistry:
             else:
                 # The listener's pks are JSON ints and strings, whose pk_key is their str().
                 merged.update(zip(map(str, pks), pks, strict=True))
+        self._arrived()
+
+    def _arrived(self) -> None:
+        self._arrivals += 1
         self._schedule()
 
     def _reroute(self, table: str, batch: str | None) -> bool:
@@ -233,12 +235,10 @@ class WatchRegistry:
             outage = database_outage()
             outage.failed(lost[0])
             await outage.back()
-            delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_MAX)
-        else:
-            if self.failures == 1:
-                table, exc = next(iter(failed.items()))
-                logger.error("pgobserve could not refresh %s; retrying", table, exc_info=exc)
-            delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_SLOW)
+        elif self.failures == 1:
+            table, exc = next(iter(failed.items()))
+            logger.error("pgobserve could not refresh %s; retrying", table, exc_info=exc)
+        delay = min(RETRY_FIRST * 2 ** (self.failures - 1), RETRY_MAX if lost else RETRY_SLOW)
         await asyncio.sleep(delay * random.uniform(1.0, 1.5))
 
     async def close(self) -> None:
