@@ -20,6 +20,13 @@ def models() -> list[str]:
     return list(_get("MODELS", []))
 
 
+def old_rows() -> list[str]:
+    """Model labels whose triggers keep the rows as they were before each change, for
+    model observers (``pgobserve.observer.model_observer`` marks its model by itself;
+    list here the models of observers that ``ASGI_APPLICATION`` does not import)."""
+    return list(_get("OLD_ROWS", []))
+
+
 def channel() -> str:
     """The PostgreSQL NOTIFY channel the triggers send on and the listener LISTENs to."""
     return _get("CHANNEL", "pgobserve")

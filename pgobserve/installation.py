@@ -21,7 +21,11 @@ class TableStatus:
 def spec_for(model) -> sql.TableSpec:
     """The TableSpec of an observed model under the current settings."""
     return sql.spec_for_model(
-        model, conf.channel(), conf.update_diff_max_rows(), digest=registry.has_secret_pk(model)
+        model,
+        conf.channel(),
+        conf.update_diff_max_rows(),
+        digest=registry.has_secret_pk(model),
+        old_rows=registry.keeps_old_rows(model),
     )
 
 

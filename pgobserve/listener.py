@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from . import conf, groups
 from .intake import Backlog, Gate
+from .observer.feed import ObserverFeed
 from .payload import TableChanges, merge
 
 logger = logging.getLogger("pgobserve.listener")
@@ -169,6 +170,14 @@ class Listener:
         self._run_id = secrets.token_hex(4)
         self._burst = False
         self._sequence = 0
+        self._observer_feed: ObserverFeed | None = None
+
+    @property
+    def observer_feed(self) -> ObserverFeed:
+        """Where batches go to become model observer events (``observer/feed.py``)."""
+        if self._observer_feed is None:
+            self._observer_feed = ObserverFeed(self.channel_layer)
+        return self._observer_feed
 
     @property
     def channel_layer(self) -> Any:
@@ -219,6 +228,8 @@ class Listener:
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
             self.listening.clear()
+            if self._observer_feed is not None:
+                await self._observer_feed.close()
             logger.info("pgobserve listener stopped")
 
     async def _session(self) -> None:
@@ -330,6 +341,7 @@ class Listener:
             batch = backlog.take()
             if not batch:
                 continue
+            self.observer_feed.submit(batch)
             try:
                 messages = self.messages(merge(batch))
             except Exception:

@@ -4,6 +4,8 @@ A payload is what the generated trigger function sends (see ``sql.py``)::
 
     {"v": 1, "t": "app_task", "op": "U", "pk": [1, 2, 3]}
 
+A table whose triggers keep old rows (``sql.TableSpec.old_rows``) adds ``"x"``, the
+writing transaction's id, under which the rows as they were wait in ``sql.OLD_ROWS``.
 ``op`` is I, U, D or T (TRUNCATE). ``pk`` is null when the rows are unknown: after a
 TRUNCATE, or when a pk is too wide to fit in one payload. Consumers re-read rows, so the
 operation is a hint; what matters is which pks of which table to look at again.
@@ -25,8 +27,11 @@ from typing import Any
 from .sql import PAYLOAD_LIMIT, payload_header
 
 OPS = frozenset("IUDT")
-#: The keys of a v1 payload, all required.
+#: The keys of a v1 payload, all required; a table that keeps old rows adds ``"x"``.
 KEYS = frozenset({"v", "t", "op", "pk"})
+KEYS_WITH_XID = KEYS | {"x"}
+#: The largest transaction id (an xid8, 64 bits).
+MAX_XID = 2**64 - 1
 #: Longest table name accepted: a ``db_table`` is an identifier (63 bytes in the catalog,
 #: a few times that with a schema or before PostgreSQL cuts it), never close to this.
 MAX_TABLE_CHARS = 1000
@@ -44,6 +49,8 @@ class Change:
     table: str
     op: str
     pks: tuple[Any, ...] | None  # None: unknown rows of the table (TRUNCATE, too-wide pk)
+    #: The writing transaction, for tables that keep old rows (``sql.OLD_ROWS``).
+    xid: int | None = None
 
 
 #: The types of the JSON scalars a trigger writes as a pk: strings and numbers (a float for
@@ -67,9 +74,15 @@ def decode(payload: str) -> Change:
         data = json.loads(payload)
     except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" thousands deep
         raise PayloadError(f"not JSON: {payload[:80]!r}") from exc
-    if not isinstance(data, dict) or data.keys() != KEYS or type(data["v"]) is not int:
+    if (
+        not isinstance(data, dict)
+        or (data.keys() != KEYS and data.keys() != KEYS_WITH_XID)
+        or type(data["v"]) is not int
+    ):
         raise PayloadError(f"not a pgobserve v1 payload: {payload[:80]!r}")
-    table, op, pks = data["t"], data["op"], data["pk"]
+    table, op, pks, xid = data["t"], data["op"], data["pk"], data.get("x")
+    if xid is not None and not (type(xid) is int and 0 < xid <= MAX_XID):
+        raise PayloadError(f"malformed pgobserve payload: {payload[:80]!r}")
     if (
         data["v"] != 1
         or not isinstance(table, str)
@@ -78,7 +91,7 @@ def decode(payload: str) -> Change:
         or not (pks is None or (isinstance(pks, list) and pks and _scalars(pks)))
     ):
         raise PayloadError(f"malformed pgobserve payload: {payload[:80]!r}")
-    return Change(table, op, None if pks is None else tuple(pks))
+    return Change(table, op, None if pks is None else tuple(pks), xid)
 
 
 # As ``_scalars``: type by type, and over all pks joined, not pk by pk.
@@ -143,21 +156,22 @@ def check_pks(change: Change, pk_kind: str) -> None:
         )
 
 
-def encode(table: str, op: str, pks: Iterable[Any] | None) -> Iterator[str]:
+def encode(table: str, op: str, pks: Iterable[Any] | None, xid: int | None = None) -> Iterator[str]:
     """The payloads the trigger would send for these pks: Python's twin of the SQL chunking.
 
     Used by tests to check the SQL, and by anyone who wants to NOTIFY by hand.
     """
+    header = payload_header(table, op, xid)
     if pks is None:
-        yield '{"v":1,"t":%s,"op":"%s","pk":null}' % (json.dumps(table), op)
+        yield header[: -len("[")] + "null}"
         return
-    header = payload_header(table, op)
-    budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
+    widest = header if xid is None else payload_header(table, op, MAX_XID)
+    budget = PAYLOAD_LIMIT - len(widest.encode()) - len("]}")
     # ensure_ascii=False: PostgreSQL's to_json writes non-ASCII as UTF-8, not \u escapes, so
     # byte counts (and the "too wide" decision) match the trigger's.
     items = [json.dumps(pk, separators=(",", ":"), ensure_ascii=False) for pk in pks]
     if any(len(item.encode()) > budget for item in items):
-        yield from encode(table, op, None)
+        yield from encode(table, op, None, xid)
         return
     chunk: list[str] = []
     size = 0

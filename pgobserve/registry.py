@@ -15,6 +15,8 @@ from . import conf
 M = TypeVar("M", bound=type[models.Model])
 
 _decorated: list[type[models.Model]] = []
+#: Models of the model observers created in this process (``observer.model_observer``).
+_old_rows: list[type[models.Model]] = []
 
 
 def observe(model: M) -> M:
@@ -26,7 +28,45 @@ def observe(model: M) -> M:
     return model
 
 
-def _resolve(label: str) -> type[models.Model]:
+def keep_old_rows(model: type[models.Model]) -> None:
+    """Observe ``model`` and keep its rows as they were before each change (what a model
+    observer needs); called by ``model_observer`` when a consumer class is defined."""
+    if model not in _old_rows:
+        _old_rows.append(model)
+    observe(model)
+
+
+def old_rows_models() -> list[type[models.Model]]:
+    """Models whose triggers keep old rows: ``PGOBSERVE["OLD_ROWS"]`` and the models of
+    the model observers defined so far (the commands import ``ASGI_APPLICATION`` first,
+    see ``load_consumers``)."""
+    found = [_resolve(label, "OLD_ROWS") for label in conf.old_rows()]
+    return found + [m for m in _old_rows if m not in found]
+
+
+def keeps_old_rows(model: type[models.Model]) -> bool:
+    return (model._meta.concrete_model or model) in old_rows_models()
+
+
+def load_consumers() -> None:
+    """Import the project's ``ASGI_APPLICATION``, so the consumers it routes to, and the
+    model observers they define, are known (the commands and the listener need them)."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path:
+        return
+    try:
+        import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"pgobserve could not import ASGI_APPLICATION {path!r} to find the model"
+            f" observers of its consumers: {exc}"
+        ) from exc
+
+
+def _resolve(label: str, setting: str = "MODELS") -> type[models.Model]:
     try:
         return apps.get_model(label)
     except (LookupError, ValueError):
@@ -34,7 +74,7 @@ def _resolve(label: str) -> type[models.Model]:
         hint = difflib.get_close_matches(label, known, n=1)
         did_you_mean = f'; did you mean "{hint[0]}"?' if hint else "."
         raise ImproperlyConfigured(
-            f'PGOBSERVE["MODELS"] names "{label}", which is not an installed model'
+            f'PGOBSERVE["{setting}"] names "{label}", which is not an installed model'
             f'{did_you_mean} Use "app_label.ModelName".'
         ) from None
 
@@ -98,7 +138,7 @@ def observed_models() -> list[type[models.Model]]:
     session and user models (``identity_models``), then the models the first two reach
     (``related_models``), no duplicates."""
     found: list[type[models.Model]] = []
-    chosen = [_resolve(label) for label in conf.models()] + _decorated
+    chosen = [_resolve(label) for label in conf.models()] + _decorated + old_rows_models()
     related = related_models(chosen) if conf.observe_related() else []
     for model in chosen + identity_models() + related:
         meta = model._meta

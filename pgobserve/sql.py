@@ -32,6 +32,14 @@ TRIGGER_NAMES = {
 
 COMMENT_PREFIX = "pgobserve:"
 
+#: The table where triggers of ``old_rows`` tables keep the rows as they were before a
+#: change, until the listener has read them: one table for all, unlogged (they are
+#: transient), keyed by transaction id. The payloads of such a table carry that id.
+OLD_ROWS = "pgobserve_old_row"
+
+#: The widest text of a transaction id (an xid8, at most 20 digits) in a payload.
+_XID_WIDTH = 20
+
 #: PostgreSQL keeps the first NAMEDATALEN - 1 bytes of an identifier and drops the rest.
 NAME_MAX_BYTES = 63
 
@@ -51,6 +59,10 @@ class TableSpec:
     #: UPDATEs of up to this many rows are compared row by row, so no-op updates send
     #: nothing; larger ones send every pk they touched (see ``conf.update_diff_max_rows``).
     diff_max_rows: int = 10_000
+    #: Keep the rows as they were before each UPDATE, DELETE and TRUNCATE in ``OLD_ROWS``
+    #: and name the transaction in the payloads (``"x"``): what a model observer needs to
+    #: tell the groups a row left (see ``observer/feed.py``).
+    old_rows: bool = False
 
 
 def quote_ident(name: str) -> str:
@@ -93,9 +105,32 @@ def function_name(table: str) -> str:
     return f"pgobserve_{slug}_{digest}" if slug else f"pgobserve_{digest}"
 
 
-def payload_header(table: str, op: str) -> str:
-    """The constant start of every payload for (table, op), up to the opening ``[`` of pks."""
-    return '{"v":1,"t":%s,"op":"%s","pk":[' % (json.dumps(table), op)
+def payload_header(table: str, op: str, xid: int | None = None) -> str:
+    """The start of every payload for (table, op), up to the opening ``[`` of pks; with
+    the transaction id ``xid`` for tables that keep old rows."""
+    if xid is None:
+        return '{"v":1,"t":%s,"op":"%s","pk":[' % (json.dumps(table), op)
+    return '{"v":1,"t":%s,"op":"%s","x":%d,"pk":[' % (json.dumps(table), op, xid)
+
+
+def render_old_rows_table() -> list[str]:
+    """Statements creating the ``OLD_ROWS`` table if it does not exist (idempotent)."""
+    table = quote_ident(OLD_ROWS)
+    return [
+        f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} ("
+        " id bigserial PRIMARY KEY, xid xid8 NOT NULL, tbl text NOT NULL,"
+        " image jsonb NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+        f"CREATE INDEX IF NOT EXISTS {quote_ident(OLD_ROWS + '_xid')} ON {table} (xid)",
+    ]
+
+
+def _keep_old_rows(spec: TableSpec, source: str) -> str:
+    """INSERT of the rows of ``source`` (a transition table or the table) into OLD_ROWS."""
+    return (
+        f"INSERT INTO {quote_ident(OLD_ROWS)} (xid, tbl, image)"
+        f" SELECT pg_current_xact_id(), {quote_literal(spec.table)}, to_jsonb(r)"
+        f" FROM {source} r;"
+    )
 
 
 def _update_diff_query(spec: TableSpec) -> str:
@@ -124,10 +159,23 @@ def _update_all_query(spec: TableSpec) -> str:
 
 
 def _frame(spec: TableSpec, op: str) -> tuple[str, int, str]:
-    """(payload header, bytes left for the pk list, the "unknown rows" payload) for ``op``."""
-    header = payload_header(spec.table, _OP_CODES[op])
-    budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
-    return header, budget, header[: -len("[")] + "null}"
+    """(payload header, bytes left for the pk list, the "unknown rows" payload) for ``op``,
+    the first and last as SQL expressions. A table that keeps old rows puts the
+    transaction id (the plpgsql variable ``tx_id``) in its header: room for the widest is
+    kept."""
+    if not spec.old_rows:
+        header = payload_header(spec.table, _OP_CODES[op])
+        budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
+        return quote_literal(header), budget, quote_literal(header[: -len("[")] + "null}")
+    widest = payload_header(spec.table, _OP_CODES[op], 10**_XID_WIDTH - 1)
+    budget = PAYLOAD_LIMIT - len(widest.encode()) - len("]}")
+    start, end = payload_header(spec.table, _OP_CODES[op], 0).split('"x":0', 1)
+    start = quote_literal(start + '"x":') + " || tx_id"
+    return (
+        f"{start} || {quote_literal(end)}",
+        budget,
+        f"{start} || {quote_literal(end[:-1] + 'null}')}",
+    )
 
 
 def _chunks_query(spec: TableSpec, op: str, ids_query: str) -> str:
@@ -140,9 +188,7 @@ def _chunks_query(spec: TableSpec, op: str, ids_query: str) -> str:
     total, which packs uneven widths tightly. A pk too wide for any payload degrades to
     ``"pk":null`` ("some rows changed"): the writer never gets an error.
     """
-    header, budget, unknown_payload = _frame(spec, op)
-    unknown = quote_literal(unknown_payload)
-    head = quote_literal(header)
+    head, budget, unknown = _frame(spec, op)
     if spec.pk_kind == "digest":
         ids_query = f"SELECT md5(secret.pk::text) AS pk FROM ({ids_query}) AS secret"
     if spec.pk_kind in ("int", "uuid", "digest"):
@@ -193,19 +239,30 @@ def _json_pk(alias: str, spec: TableSpec) -> str:
 
 def _single_notify(spec: TableSpec, op: str, pks_json: str) -> str:
     """PERFORM pg_notify of one payload whose pk list is the SQL text ``pks_json``."""
-    header, budget, unknown = _frame(spec, op)
+    head, budget, unknown = _frame(spec, op)
     return (
         f"PERFORM pg_notify({quote_literal(spec.channel)}, CASE WHEN octet_length({pks_json})"
-        f" > {budget} THEN {quote_literal(unknown)}"
-        f" ELSE {quote_literal(header)} || {pks_json} || ']}}' END);"
+        f" > {budget} THEN {unknown}"
+        f" ELSE {head} || {pks_json} || ']}}' END);"
     )
 
 
 def render_function(spec: TableSpec) -> str:
     """The table's notify function. A one-row statement (an ORM save) takes a short path
     of two trivial queries; the general path gathers and chunks any number of pks."""
-    truncate = '{"v":1,"t":%s,"op":"T","pk":null}' % json.dumps(spec.table)
     pk = quote_ident(spec.pk_column)
+    truncate = _frame(spec, "TRUNCATE")[2]
+    declare_xid = keep_truncated = keep_changed = ""
+    if spec.old_rows:
+        # The rows as they were go to OLD_ROWS, in the same transaction as the change; the
+        # TRUNCATE trigger runs BEFORE, while the rows are still there.
+        declare_xid = "\n  tx_id text := pg_current_xact_id()::text;"
+        keep_truncated = "\n    " + _keep_old_rows(spec, quote_ident(spec.table))
+        keep_changed = (
+            "\n  IF TG_OP IN ('UPDATE', 'DELETE') THEN\n    "
+            + _keep_old_rows(spec, "pgobserve_old")
+            + "\n  END IF;"
+        )
     new_pks = f"SELECT n.{pk} AS pk FROM pgobserve_new n"
     old_pks = f"SELECT o.{pk} AS pk FROM pgobserve_old o"
     body = f"""
@@ -216,12 +273,12 @@ DECLARE
   new_pk text;
   old_pk text;
   same_pk boolean;
-  unchanged boolean;
+  unchanged boolean;{declare_xid}
 BEGIN
-  IF TG_OP = 'TRUNCATE' THEN
-    PERFORM pg_notify({quote_literal(spec.channel)}, {quote_literal(truncate)});
+  IF TG_OP = 'TRUNCATE' THEN{keep_truncated}
+    PERFORM pg_notify({quote_literal(spec.channel)}, {truncate});
     RETURN NULL;
-  END IF;
+  END IF;{keep_changed}
   IF TG_OP = 'DELETE' THEN
     SELECT count(*) INTO row_count FROM pgobserve_old;
   ELSE
@@ -272,8 +329,9 @@ def _render_trigger(spec: TableSpec, op: str) -> str:
         "DELETE": " REFERENCING OLD TABLE AS pgobserve_old",
         "TRUNCATE": "",
     }[op]
+    when = "BEFORE" if op == "TRUNCATE" and spec.old_rows else "AFTER"
     return (
-        f"CREATE TRIGGER {quote_ident(TRIGGER_NAMES[op])} AFTER {op} ON {quote_ident(spec.table)}"
+        f"CREATE TRIGGER {quote_ident(TRIGGER_NAMES[op])} {when} {op} ON {quote_ident(spec.table)}"
         f"{referencing} FOR EACH STATEMENT"
         f" EXECUTE FUNCTION {quote_ident(function_name(spec.table))}()"
     )
@@ -302,7 +360,8 @@ def render_install(spec: TableSpec) -> list[str]:
     """Statements that install or replace the table's function and triggers (one transaction)."""
     comment = quote_literal(signature(spec))
     table = quote_ident(spec.table)
-    statements = [render_function(spec)]
+    statements = render_old_rows_table() if spec.old_rows else []
+    statements.append(render_function(spec))
     statements += [
         f"DROP TRIGGER IF EXISTS {quote_ident(name)} ON {table}" for name in TRIGGER_NAMES.values()
     ]
@@ -340,10 +399,15 @@ def pk_kind(field) -> str:
 
 
 def spec_for_model(
-    model, channel: str = "pgobserve", diff_max_rows: int = 10_000, digest: bool = False
+    model,
+    channel: str = "pgobserve",
+    diff_max_rows: int = 10_000,
+    digest: bool = False,
+    old_rows: bool = False,
 ) -> TableSpec:
     """The TableSpec of a Django model (its ``db_table`` and its pk's ``column``).
-    ``digest``: send the md5 of each pk, never the pk itself (see ``pk_digest``)."""
+    ``digest``: send the md5 of each pk, never the pk itself (see ``pk_digest``).
+    ``old_rows``: keep the rows as they were before a change (see ``TableSpec``)."""
     meta = model._meta
     return TableSpec(
         table=meta.db_table,
@@ -351,4 +415,5 @@ def spec_for_model(
         channel=channel,
         pk_kind="digest" if digest else pk_kind(meta.pk),
         diff_max_rows=diff_max_rows,
+        old_rows=old_rows,
     )

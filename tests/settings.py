@@ -62,6 +62,9 @@ PGOBSERVE = {
         "tasks.Project",
         "tasks.Task",
     ],
+    # The models of the model observers that DCRF's ported tests define inside test
+    # functions (tests/test_dcrf_observer.py), after the triggers are installed.
+    "OLD_ROWS": ["auth.User", "testapp.TestModelWithCustomPK"],
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -51,3 +51,12 @@ class Weird(models.Model):
 class Sentinel(models.Model):
     """Written after a test's changes: once its notification arrives, every earlier commit's
     notifications have arrived too (NOTIFY is delivered in commit order)."""
+
+
+class TestModelWithCustomPK(models.Model):
+    """DCRF's model with a text primary key (upstream tests/models.py), for its observer test."""
+
+    __test__ = False  # not a pytest test class
+
+    name = models.CharField(max_length=255, primary_key=True)
+    description = models.CharField(max_length=255, null=True, blank=True)

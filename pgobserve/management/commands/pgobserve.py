@@ -51,6 +51,9 @@ class Command(BaseCommand):
         p.add_argument("--name", default="pgobserve_triggers")
 
     def handle(self, *args, subcommand, **options):
+        # The consumers (and the model observers they define) decide which tables keep old
+        # rows, and the listener sends their events: know them before anything else.
+        registry.load_consumers()
         return getattr(self, "handle_" + subcommand)(**options)
 
     # install / uninstall / status -------------------------------------------------------

@@ -1,0 +1,327 @@
+"""The listener's side of model observers: committed changes become DCRF events.
+
+The listener hands every batch to its ``ObserverFeed``. For each table that model
+observers watch (or whose many-to-many changes they follow), the feed reads, in a few
+queries per batch, the rows as they were (kept by the trigger in ``sql.OLD_ROWS`` under
+the writing transaction's id, which the payloads carry) and as they are now, computes
+each observer's groups before and after, and sends DCRF's events: ``delete`` to the
+groups a row left, ``update`` to those it stayed in, ``create`` to those it joined. Each
+event is serialized once, here, for every socket of every server process.
+
+Batches are handled one at a time, in order, beside the listener's own sending, so a
+slow serializer delays events, never the change feed of the other consumers. A lost
+database connection is retried; an observer that raises is logged and skipped for that
+batch. Old rows are deleted once read, and swept after ``KEEP_OLD_ROWS`` seconds when no
+listener read them (it was down, or a resync replaced the batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db import InterfaceError, OperationalError, connections
+from django.db.models import Model
+
+from .. import conf, groups, sql
+from ..payload import Change
+from .model_observer import Action, ModelObserver, live_observers
+
+logger = logging.getLogger("pgobserve.observer")
+
+#: Old rows nobody read are deleted after this many seconds (their events are not sent).
+KEEP_OLD_ROWS = 300.0
+#: How often the feed sweeps old rows nobody read.
+SWEEP_EVERY = 60.0
+#: Group messages in flight at once (as the listener's own sends).
+SEND_CONCURRENCY = 32
+#: Batches waiting past this are dropped, oldest first, with a warning.
+MAX_WAITING_BATCHES = 10_000
+#: Rows per ``pk__in`` read.
+READ_CHUNK = 5000
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+Event = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class RowHistory:
+    """One row's part in a batch: how it first appeared, and its old rows, in order."""
+
+    pk: Any
+    #: I, U or D: the first change of the batch naming the row; T: named only by its old
+    #: row (a TRUNCATE).
+    first_op: str
+    first_image: Model | None = None
+    last_image: Model | None = None
+
+
+def watched_tables(observers: Iterable[ModelObserver]) -> dict[str, type[Model]]:
+    """table → model of every table the observers need changes of."""
+    found: dict[str, type[Model]] = {}
+    for observer in observers:
+        model = observer.model_cls._meta.concrete_model or observer.model_cls
+        found[model._meta.db_table] = model
+        for field in observer.many_to_many_fields():
+            through = field.remote_field.through
+            found[through._meta.db_table] = through
+    return found
+
+
+class ObserverFeed:
+    """Turns the listener's batches into model observer events, one batch at a time."""
+
+    def __init__(self, channel_layer: Any, alias: str | None = None) -> None:
+        self.layer = channel_layer
+        self.alias = alias or conf.database()
+        self._waiting: list[list[Change]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._next_sweep = 0.0
+        self._warned: set[str] = set()
+        #: Counters for logs and tests.
+        self.stats = {"batches": 0, "events": 0, "failed": 0, "dropped": 0}
+        #: Set whenever no batch waits or is being handled (tests wait on it).
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def submit(self, batch: list[Change]) -> None:
+        """Queue the changes of ``batch`` that observers need or that left old rows."""
+        tables = watched_tables(live_observers())
+        wanted = [c for c in batch if c.xid is not None or c.table in tables]
+        if not wanted:
+            return
+        if len(self._waiting) >= MAX_WAITING_BATCHES:
+            self._waiting.pop(0)
+            self.stats["dropped"] += 1
+            logger.warning("pgobserve model observers fell behind: a batch of events was dropped")
+        self._waiting.append(wanted)
+        self.idle.clear()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                await self._handle(self._waiting.pop(0))
+            self.idle.set()
+
+    async def _handle(self, batch: list[Change]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                events = await database_sync_to_async(self.events)(batch)
+                break
+            except CONNECTION_ERRORS as exc:
+                # The database is away: wait for it, the events are not lost meanwhile.
+                logger.warning("pgobserve model observers wait for the database: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await self._send(events)
+        self.stats["batches"] += 1
+        self.stats["events"] += len(events)
+        xids = sorted({c.xid for c in batch if c.xid is not None})
+        if xids:
+            try:
+                await database_sync_to_async(self.forget)(xids)
+            except Exception:  # the sweep deletes them later
+                logger.warning("pgobserve could not delete old rows it read", exc_info=True)
+
+    async def _send(self, events: list[Event]) -> None:
+        """Send every event; those of one group in order, groups side by side."""
+        by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for name, message in events:
+            by_group[name].append(message)
+        slots = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def send_all(name: str, messages: list[dict[str, Any]]) -> None:
+            async with slots:
+                for message in messages:
+                    delay = 0.1
+                    while True:
+                        try:
+                            await self.layer.group_send(name, message)
+                            break
+                        except Exception as exc:  # the layer is away: retry, in order
+                            logger.warning("pgobserve could not send an event: %s", exc)
+                            await asyncio.sleep(delay)
+                            delay = min(delay * 2, 5.0)
+
+        await asyncio.gather(*(send_all(n, m) for n, m in by_group.items()))
+
+    # reading (a worker thread) ------------------------------------------------------------
+
+    def events(self, batch: list[Change]) -> list[Event]:
+        """The events of ``batch``: a few queries per table, whatever its size."""
+        observers = live_observers()
+        by_table: dict[str, list[Change]] = defaultdict(list)
+        for change in batch:
+            by_table[change.table].append(change)
+        found: list[Event] = []
+        for table, model in watched_tables(observers).items():
+            changes = by_table.get(table)
+            if not changes:
+                continue
+            history = self.history(model, table, changes)
+            current = self.current(model, [entry.pk for entry in history.values()])
+            for observer in observers:
+                try:
+                    if (observer.model_cls._meta.concrete_model or observer.model_cls) is model:
+                        found += self.row_events(observer, table, history, current)
+                    for field in observer.many_to_many_fields():
+                        if field.remote_field.through is model:
+                            found += self.m2m_events(observer, field, history, current)
+                except CONNECTION_ERRORS:
+                    raise
+                except Exception:
+                    self.stats["failed"] += 1
+                    logger.exception(
+                        "pgobserve model observer %s failed on a change of %s; its events of"
+                        " this batch are not sent",
+                        observer._stable_observer_id,
+                        table,
+                    )
+        if time.monotonic() >= self._next_sweep and any(c.xid for c in batch):
+            self.sweep()
+        return found
+
+    def history(
+        self, model: type[Model], table: str, changes: list[Change]
+    ) -> dict[str, RowHistory]:
+        """pk_key → the row's history in the batch: first op, first and last old rows."""
+        rows: dict[str, RowHistory] = {}
+        for change in changes:
+            for pk in change.pks or ():
+                rows.setdefault(groups.pk_key(pk), RowHistory(pk, change.op))
+        xids = sorted({c.xid for c in changes if c.xid is not None})
+        for image in self.old_rows(model, table, xids):
+            entry = rows.setdefault(groups.pk_key(image.pk), RowHistory(image.pk, "T"))
+            if entry.first_image is None:
+                entry.first_image = image
+            entry.last_image = image
+        return rows
+
+    def old_rows(self, model: type[Model], table: str, xids: list[int]) -> list[Model]:
+        """The rows of ``table`` as they were before the changes of transactions ``xids``,
+        as model instances, oldest first (PostgreSQL turns each kept JSON image back into
+        the table's row type, so every column has its own type again)."""
+        if not xids:
+            return []
+        query = (
+            f"SELECT r.*, o.id AS pgobserve_old_row_id FROM {sql.quote_ident(sql.OLD_ROWS)} o"
+            f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{sql.quote_ident(table)}, o.image) r"
+            " WHERE o.tbl = %s AND o.xid = ANY(%s::xid8[]) ORDER BY o.id"
+        )
+        array = "{" + ",".join(str(int(x)) for x in xids) + "}"
+        return list(model._base_manager.db_manager(self.alias).raw(query, [table, array]))
+
+    def current(self, model: type[Model], pks: list[Any]) -> dict[str, Model]:
+        """pk_key → the row as it is now, for those of ``pks`` that still exist."""
+        found: dict[str, Model] = {}
+        manager = model._base_manager.db_manager(self.alias)
+        for start in range(0, len(pks), READ_CHUNK):
+            for instance in manager.filter(pk__in=pks[start : start + READ_CHUNK]):
+                found[groups.pk_key(instance.pk)] = instance
+        return found
+
+    def row_events(
+        self,
+        observer: ModelObserver,
+        table: str,
+        history: dict[str, RowHistory],
+        current: dict[str, Model],
+    ) -> list[Event]:
+        """DCRF's rule per row: delete to the groups it left, update to those it stayed
+        in, create to those it joined; the body serialized once per action."""
+        found: list[Event] = []
+        for key, entry in history.items():
+            now = current.get(key)
+            before = None if entry.first_op == "I" else entry.first_image
+            if before is None and entry.first_op != "I":
+                self._warn_no_old_row(table)
+                before = now  # unknown: the best guess is that it stayed in its groups
+            old = set(observer.group_names_for_signal(instance=before)) if before else set()
+            new = set(observer.group_names_for_signal(instance=now)) if now else set()
+            shown = now if now is not None else entry.last_image
+            if shown is None:
+                continue
+            for action, names in (
+                (Action.DELETE, old - new),
+                (Action.UPDATE, old & new),
+                (Action.CREATE, new - old),
+            ):
+                if names:
+                    message = observer.serialize(shown, action)
+                    found += [(name, {**message, "group": name}) for name in sorted(names)]
+        return found
+
+    def m2m_events(
+        self,
+        observer: ModelObserver,
+        field: Any,
+        history: dict[str, RowHistory],
+        current: dict[str, Model],
+    ) -> list[Event]:
+        """An ``update`` of each row of the observer's model whose many-to-many ``field``
+        gained or lost a link (rows of the ``through`` table added, changed or deleted)."""
+        through = field.remote_field.through._meta
+        columns = [through.get_field(field.m2m_field_name()).attname]
+        if field.related_model is observer.model_cls:  # a relation to itself: both ends
+            columns.append(through.get_field(field.m2m_reverse_field_name()).attname)
+        owners: set[Any] = set()
+        for key, entry in history.items():
+            for link in (current.get(key), entry.first_image, entry.last_image):
+                if link is not None:
+                    owners.update(getattr(link, column) for column in columns)
+        found: list[Event] = []
+        rows = self.current(observer.model_cls, sorted(owners, key=groups.pk_key))
+        for owner in rows.values():
+            names = sorted(set(observer.group_names_for_signal(instance=owner)))
+            if names:
+                message = observer.serialize(owner, Action.UPDATE)
+                found += [(name, {**message, "group": name}) for name in names]
+        return found
+
+    def _warn_no_old_row(self, table: str) -> None:
+        if table not in self._warned:
+            self._warned.add(table)
+            logger.warning(
+                "pgobserve: a change of %s came without the row as it was, so model observers"
+                " cannot tell the groups it left; its triggers keep no old rows: run"
+                " `manage.py pgobserve install` (or migrate) with the observers' consumers"
+                " importable from ASGI_APPLICATION, or list the model in"
+                ' PGOBSERVE["OLD_ROWS"]',
+                table,
+            )
+
+    def forget(self, xids: list[int]) -> None:
+        """Delete the old rows of transactions whose events were sent."""
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {sql.quote_ident(sql.OLD_ROWS)} WHERE xid = ANY(%s::xid8[])",
+                ["{" + ",".join(str(int(x)) for x in xids) + "}"],
+            )
+
+    def sweep(self) -> None:
+        """Delete old rows nobody read within ``KEEP_OLD_ROWS`` seconds."""
+        self._next_sweep = time.monotonic() + SWEEP_EVERY
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {sql.quote_ident(sql.OLD_ROWS)}"
+                " WHERE at < now() - make_interval(secs => %s)",
+                [KEEP_OLD_ROWS],
+            )
