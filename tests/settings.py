@@ -64,7 +64,7 @@ PGOBSERVE = {
     ],
     # The models of the model observers that DCRF's ported tests define inside test
     # functions (tests/test_dcrf_observer.py), after the triggers are installed.
-    "OLD_ROWS": ["auth.User", "testapp.TestModelWithCustomPK"],
+    "OLD_ROWS": ["auth.User", "testapp.TestModelWithCustomPK", "tasks.Task"],
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
