@@ -131,6 +131,13 @@ class ObserverFeed:
                 logger.warning("pgobserve model observers wait for the database: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except Exception:
+                # Not an observer's own failure (those are caught per observer): a table
+                # that cannot be read. Its events are lost; the feed goes on.
+                self.stats["failed"] += 1
+                logger.exception("pgobserve model observers could not read a batch")
+                events = []
+                break
         await self._send(events)
         self.stats["batches"] += 1
         self.stats["events"] += len(events)
