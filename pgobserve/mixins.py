@@ -25,7 +25,7 @@ from django.http import Http404
 
 from . import groups, inputs, pagination
 from .budgets import ensure_room
-from .consumers import AsyncAPIConsumer, required
+from .consumers import AsyncAPIConsumer, BadRequest, required
 from .decorators import action
 from .instances import InstanceSubscriptions
 from .queries import ObserverQueryMixin
@@ -193,10 +193,19 @@ class ObserverModelInstanceMixin(RetrieveModelMixin):
 
     @action()
     async def subscribe_instance(
-        self, request_id: Any = None, action: str = "subscribe_instance", **kwargs: Any
+        self,
+        request_id: Any = None,
+        action: str = "subscribe_instance",
+        snapshot: Any = False,
+        **kwargs: Any,
     ) -> None:
+        """DCRF's subscribe_instance. ``"snapshot": true`` (pgobserve's extension, for
+        clients that re-subscribe after a reconnect) answers the 201 with the row as it is
+        when the subscription starts, instead of DCRF's ``null``."""
         if request_id is None:
             raise required("request_id")
+        if type(snapshot) is not bool:
+            raise BadRequest({"snapshot": ["Must be true or false."]})
         value = self.lookup_value(kwargs)
         subs = self.instance_subscriptions()
         async with self.watches.lock:
@@ -206,14 +215,15 @@ class ObserverModelInstanceMixin(RetrieveModelMixin):
             # Join first, then read: a change committed after the read is delivered to us.
             await subs.join(pk)
             try:
-                snapshot = await database_sync_to_async(self._snapshot)(pk, kwargs)
+                row = await database_sync_to_async(self._snapshot)(pk, kwargs)
             except BaseException:
                 await subs.leave(pk)
                 raise
-            if not subs.add(pk, request_id, self.lookup_key(value), snapshot):
+            if not subs.add(pk, request_id, self.lookup_key(value), row):
                 await subs.leave(pk)  # re-subscribed the same request_id: one hold is enough
             # Reply under the lock, so no push for this subscription can precede the 201.
-            await self.reply(action=action, data=None, status=201, request_id=request_id)
+            data = row if snapshot else None
+            await self.reply(action=action, data=data, status=201, request_id=request_id)
 
     @action()
     async def unsubscribe_instance(

@@ -189,3 +189,24 @@ async def test_lookup_field_other_than_pk(live, db, raw_conn):
         # Unsubscribing by the slug it was subscribed with works after the row is gone.
         reply = await ws.ask({"action": "unsubscribe_instance", "slug": slug, "request_id": 1})
         assert reply == envelope("unsubscribe_instance", None, 204, 1)
+
+
+async def test_subscribe_instance_with_snapshot_answers_the_row(live, db, raw_conn):
+    """pgobserve's extension for clients that re-subscribe after a reconnect: the 201
+    carries the row; without ``snapshot`` the reply stays DCRF's ``data: null``."""
+    slug = f"p-{uuid.uuid4().hex[:8]}"
+    project = await db(Project.objects.create, name="Snap", slug=slug)
+    row = {"id": project.pk, "name": "Snap", "slug": slug}
+    async with connect(live, "/ws/projects/") as ws:
+        message = {"action": "subscribe_instance", "slug": slug, "snapshot": True, "request_id": 1}
+        assert await ws.ask(message) == envelope("subscribe_instance", row, 201, 1)
+        message = {"action": "subscribe_instance", "slug": slug, "snapshot": False, "request_id": 2}
+        assert await ws.ask(message) == envelope("subscribe_instance", None, 201, 2)
+        message = {"action": "subscribe_instance", "slug": slug, "snapshot": "yes", "request_id": 3}
+        assert await ws.ask(message) == envelope(
+            "subscribe_instance", None, 400, 3, [{"snapshot": ["Must be true or false."]}]
+        )
+        raw_conn.execute("UPDATE tasks_project SET name = 'Later' WHERE id = %s", [project.pk])
+        pushes = [await ws.recv(), await ws.recv()]
+        assert sorted(p["request_id"] for p in pushes) == [1, 2]
+        assert all(p["data"] == {**row, "name": "Later"} for p in pushes)
