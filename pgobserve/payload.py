@@ -81,7 +81,7 @@ def decode(payload: str) -> Change:
     ):
         raise PayloadError(f"not a pgobserve v1 payload: {payload[:80]!r}")
     table, op, pks, xid = data["t"], data["op"], data["pk"], data.get("x")
-    if xid is not None and not (type(xid) is int and 0 < xid <= MAX_XID):
+    if "x" in data and not (type(xid) is int and 0 < xid <= MAX_XID):  # never "x": null
         raise PayloadError(f"malformed pgobserve payload: {payload[:80]!r}")
     if (
         data["v"] != 1

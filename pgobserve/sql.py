@@ -125,10 +125,11 @@ def render_old_rows_table() -> list[str]:
 
 
 def _keep_old_rows(spec: TableSpec, source: str) -> str:
-    """INSERT of the rows of ``source`` (a transition table or the table) into OLD_ROWS."""
+    """INSERT of the rows of ``source`` (a transition table or the table) into OLD_ROWS.
+    ``r.*``, not ``r``: a bare ``r`` would be the table's column ``r``, if it has one."""
     return (
         f"INSERT INTO {quote_ident(OLD_ROWS)} (xid, tbl, image)"
-        f" SELECT pg_current_xact_id(), {quote_literal(spec.table)}, to_jsonb(r)"
+        f" SELECT pg_current_xact_id(), {quote_literal(spec.table)}, to_jsonb(r.*)"
         f" FROM {source} r;"
     )
 
