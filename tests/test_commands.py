@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import io
+import re
 import sys
 import uuid
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import connection, models
@@ -21,6 +23,7 @@ from django.test.utils import isolate_apps
 
 from pgobserve import installation, registry, sql
 from pgobserve.installation import INSTALLED, MISSING, ORPHANED, OUTDATED
+from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db
 
@@ -151,6 +154,46 @@ def test_a_composite_primary_key_is_refused_with_a_clear_message():
             registry._decorated.remove(Pair)
 
 
+def test_changing_which_tables_keep_old_rows_makes_them_outdated_until_install(monkeypatch):
+    """Old rows change a table's triggers: ``status`` must say so, ``install`` redo them."""
+    user = get_user_model()
+    # auth.User stops keeping old rows: not in the setting, nor marked by an observer that
+    # an earlier test defined; testapp.Item starts.
+    monkeypatch.setattr(registry, "_old_rows", [m for m in registry._old_rows if m is not user])
+    old_rows = [label for label in settings.PGOBSERVE["OLD_ROWS"] if label != "auth.User"]
+    before = states()
+    assert before["testapp_item"] == before["auth_user"] == INSTALLED
+    assert not registry.keeps_old_rows(Item)
+    with override_settings(
+        PGOBSERVE={**settings.PGOBSERVE, "OLD_ROWS": [*old_rows, "testapp.Item"]}
+    ):
+        assert states() == {**before, "testapp_item": OUTDATED, "auth_user": OUTDATED}
+        out = run("status")
+        assert re.search(r"^OUTDATED +testapp_item ", out, re.M)
+        assert re.search(r"^OUTDATED +auth_user ", out, re.M)
+        out = run("install")
+        assert "installed: testapp_item" in out and "installed: auth_user" in out
+        assert "testapp_textitem" not in out
+        assert states() == {**before, "testapp_item": INSTALLED, "auth_user": INSTALLED}
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT tgrelid::regclass::text, pg_get_triggerdef(oid) FROM pg_trigger"
+                " WHERE tgname = 'pgobserve_truncate' AND tgrelid::regclass::text = ANY(%s)",
+                [["testapp_item", "auth_user"]],
+            )
+            truncate = {table: " BEFORE " in definition for table, definition in cursor}
+            assert truncate == {"testapp_item": True, "auth_user": False}
+            Item.objects.bulk_create([Item(name="a"), Item(name="b")])
+            Item.objects.update(value=1)  # in this test's transaction
+            cursor.execute(
+                f"SELECT count(*) FROM {sql.quote_ident(sql.OLD_ROWS)}"
+                " WHERE tbl = 'testapp_item' AND xid = pg_current_xact_id()"
+            )
+            assert cursor.fetchone()[0] == 2
+        run("uninstall")
+        assert objects() == []
+
+
 def test_install_and_status_take_a_database_alias():
     assert "nothing to do" in run("install", "--database", "default")
     assert "INSTALLED" in run("status", "--database", "default")
@@ -232,6 +275,29 @@ def test_makemigration_then_migrate_and_back_leaves_nothing_behind(scratch_app):
     assert objects() == before
     call_command("migrate", name, "zero", verbosity=0)
     assert objects() == before
+
+
+def test_makemigration_of_a_model_with_old_rows_creates_their_table(scratch_app):
+    name, package = scratch_app
+    table = f"{name}_thing"
+    before = objects()
+    old_rows = {**settings.PGOBSERVE, "OLD_ROWS": [f"{name}.Thing"]}
+    with override_settings(PGOBSERVE=old_rows):
+        call_command("migrate", name, verbosity=0)
+        run("makemigration", name)
+        importlib.invalidate_caches()
+        migration = importlib.import_module(f"{name}.migrations.0002_pgobserve_triggers")
+        create = f"CREATE UNLOGGED TABLE IF NOT EXISTS {sql.quote_ident(sql.OLD_ROWS)} ("
+        assert migration.FORWARD[0].startswith(create)
+        assert f'CREATE TRIGGER "pgobserve_truncate" BEFORE TRUNCATE ON "{table}"' in "\n".join(
+            migration.FORWARD
+        )
+        # The table is shared by every table that keeps old rows: reversing leaves it.
+        assert not any(sql.OLD_ROWS in statement for statement in migration.BACKWARD)
+        call_command("migrate", name, verbosity=0)
+        assert states()[table] == INSTALLED
+        call_command("migrate", name, "zero", verbosity=0)
+        assert objects() == before
 
 
 def test_makemigration_refuses_an_app_without_observed_models():
