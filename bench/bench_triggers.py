@@ -6,7 +6,9 @@ Prints, side by side in one run on the same server:
 * a ``--rows``-row UPDATE with no trigger (baseline) vs with pgobserve's triggers;
 * the same UPDATE: notifications sent, group messages, time until all pks reached the layer;
 * single-row commits/s: raw ``pg_notify`` commits received by a LISTEN connection (baseline)
-  vs single-row UPDATE commits delivered through triggers + listener to a channel-layer group.
+  vs single-row UPDATE commits delivered through triggers + listener to a channel-layer group;
+* a ``--rows``-row UPDATE and DELETE with no trigger vs pgobserve's triggers vs the triggers
+  of a table that keeps old rows (what model observers need), on the same table.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pgobserve.listener import Listener
 
 TABLE = "pgobserve_bench_item"
 SPEC = sql.TableSpec(TABLE, "id", pk_kind="int")
+#: The same table's triggers when they keep old rows (a model observer's model).
+OLD_ROWS_SPEC = sql.TableSpec(TABLE, "id", pk_kind="int", old_rows=True)
 
 
 def setup(conn: psycopg.Connection, rows: int) -> None:
@@ -51,6 +55,68 @@ def time_update(conn: psycopg.Connection, runs: int) -> float:
         conn.execute(f"UPDATE {TABLE} SET value = value + 1")
         times.append(time.perf_counter() - start)
     return median(times)
+
+
+def refill(conn: psycopg.Connection, rows: int) -> None:
+    """The table as ``setup`` left it (ids 1..rows, freshly vacuumed), written with no trigger."""
+    use_triggers(conn, None)
+    conn.execute(f"TRUNCATE {TABLE}")
+    conn.execute(
+        f"INSERT INTO {TABLE} (id, value, note) SELECT g, g, 'row ' || g"
+        " FROM generate_series(1, %s) g",
+        (rows,),
+    )
+    conn.execute(f"VACUUM ANALYZE {TABLE}")
+
+
+def use_triggers(conn: psycopg.Connection, spec: sql.TableSpec | None) -> None:
+    """The table's triggers as ``spec`` renders them, or none."""
+    with conn.transaction():
+        for statement in sql.render_drop(SPEC) + (sql.render_install(spec) if spec else []):
+            conn.execute(statement)
+
+
+def forget_old_rows(conn: psycopg.Connection) -> int:
+    """Delete the old rows this bench left (no listener reads them); how many there were.
+    Only this table's: ``pgobserve_old_row`` may be shared with a project's tables."""
+    if conn.execute("SELECT to_regclass(%s)", (sql.quote_ident(sql.OLD_ROWS),)).fetchone()[0]:
+        kept = conn.execute(
+            f"DELETE FROM {sql.quote_ident(sql.OLD_ROWS)} WHERE tbl = %s", (TABLE,)
+        ).rowcount
+        conn.execute(f"VACUUM {sql.quote_ident(sql.OLD_ROWS)}")
+        return kept
+    return 0
+
+
+#: Writers compared by ``old_rows_cost``: no trigger, pgobserve's, pgobserve's keeping old rows.
+WRITERS = {
+    "no trigger (baseline)": None,
+    "pgobserve triggers": SPEC,
+    "pgobserve triggers keeping old rows": OLD_ROWS_SPEC,
+}
+STATEMENTS = {"UPDATE": f"UPDATE {TABLE} SET value = value + 1", "DELETE": f"DELETE FROM {TABLE}"}
+
+
+def old_rows_cost(conn: psycopg.Connection, rows: int, runs: int) -> dict[str, dict[str, float]]:
+    """writer → {"UPDATE": median s, "DELETE": median s} of a statement over every row.
+
+    Each statement starts from the same refilled table; the writers take turns within each
+    run, so a drift of the machine spreads over all of them. Old rows are deleted, untimed,
+    after each statement (no listener reads them here)."""
+    times = {writer: {op: [] for op in STATEMENTS} for writer in WRITERS}
+    for _ in range(runs):
+        for writer, spec in WRITERS.items():
+            for op, statement in STATEMENTS.items():
+                refill(conn, rows)
+                use_triggers(conn, spec)
+                start = time.perf_counter()
+                conn.execute(statement)
+                times[writer][op].append(time.perf_counter() - start)
+                use_triggers(conn, None)
+                kept = forget_old_rows(conn)
+                expected = rows if spec is not None and spec.old_rows else 0
+                assert kept == expected, f"{writer}, {op}: {kept} old rows, not {expected}"
+    return {writer: {op: median(t) for op, t in ops.items()} for writer, ops in times.items()}
 
 
 class Collector:
@@ -227,6 +293,28 @@ def main() -> None:
             ),
         ],
         ("path", "rate", "ratio"),
+    )
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        had_old_rows_table = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (sql.quote_ident(sql.OLD_ROWS),)
+        ).fetchone()[0]
+        cost = old_rows_cost(conn, args.rows, args.runs)
+        if not had_old_rows_table:  # created by this bench's install: leave no trace
+            conn.execute(f"DROP TABLE IF EXISTS {sql.quote_ident(sql.OLD_ROWS)}")
+    base_cost = cost["no trigger (baseline)"]
+    print_table(
+        f"{args.rows:,}-row UPDATE and DELETE, writer time, old rows kept or not",
+        [
+            (
+                writer,
+                f"{cost[writer]['UPDATE'] * 1000:.0f} ms",
+                f"{cost[writer]['UPDATE'] / base_cost['UPDATE']:.2f}x",
+                f"{cost[writer]['DELETE'] * 1000:.0f} ms",
+                f"{cost[writer]['DELETE'] / base_cost['DELETE']:.2f}x",
+            )
+            for writer in WRITERS
+        ],
+        ("writer", "UPDATE", "ratio", "DELETE", "ratio"),
     )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
