@@ -96,7 +96,8 @@ def install(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[st
 
 
 def uninstall(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[str, list[str]]]:
-    """Remove pgobserve's triggers and functions from observed and orphaned tables."""
+    """Remove pgobserve's triggers and functions from observed and orphaned tables, and
+    the table of old rows (``sql.OLD_ROWS``)."""
     alias = alias or conf.database()
     done = []
     for entry in status(alias):
@@ -113,7 +114,18 @@ def uninstall(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[
         if not dry_run:
             _execute(alias, stray)
         done.append(("(functions without triggers)", stray))
+    if _table_exists(alias, sql.OLD_ROWS):
+        drop = [f"DROP TABLE IF EXISTS {sql.quote_ident(sql.OLD_ROWS)}"]
+        if not dry_run:
+            _execute(alias, drop)
+        done.append((sql.OLD_ROWS, drop))
     return done
+
+
+def _table_exists(alias: str, table: str) -> bool:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [sql.quote_ident(table)])
+        return bool(cursor.fetchone()[0])
 
 
 def _execute(alias: str, statements: list[str]) -> None:
