@@ -18,6 +18,7 @@ listener read them (it was down, or a resync replaced the batch).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -60,6 +61,9 @@ class RowHistory:
     first_op: str
     first_image: Model | None = None
     last_image: Model | None = None
+    #: The row before each transaction of the batch that found it there: a socket may
+    #: have subscribed between two of them, so each of these states counts as "before".
+    befores: list[Model] = dataclasses.field(default_factory=list)
 
 
 def watched_tables(observers: Iterable[ModelObserver]) -> dict[str, type[Model]]:
@@ -209,17 +213,30 @@ class ObserverFeed:
     def history(
         self, model: type[Model], table: str, changes: list[Change]
     ) -> dict[str, RowHistory]:
-        """pk_key → the row's history in the batch: first op, first and last old rows."""
+        """pk_key → the row's history in the batch: first op, first and last old rows,
+        the row before each transaction."""
         rows: dict[str, RowHistory] = {}
+        first_ops: dict[tuple[str, str], str] = {}  # (pk_key, xid) → the row's first op in it
+        counted: set[tuple[str, str]] = set()
         for change in changes:
             for pk in change.pks or ():
-                rows.setdefault(groups.pk_key(pk), RowHistory(pk, change.op))
+                key = groups.pk_key(pk)
+                rows.setdefault(key, RowHistory(pk, change.op))
+                first_ops.setdefault((key, str(change.xid)), change.op)
         xids = sorted({c.xid for c in changes if c.xid is not None})
         for image in self.old_rows(model, table, xids):
-            entry = rows.setdefault(groups.pk_key(image.pk), RowHistory(image.pk, "T"))
+            key = groups.pk_key(image.pk)
+            entry = rows.setdefault(key, RowHistory(image.pk, "T"))
             if entry.first_image is None:
                 entry.first_image = image
             entry.last_image = image
+            # A transaction's first image is the row before it, unless it inserted the row
+            # (its images are then states inside it, which no socket saw).
+            step = (key, image.pgobserve_old_row_xid)
+            if step not in counted:
+                counted.add(step)
+                if first_ops.get(step) != "I":
+                    entry.befores.append(image)
         return rows
 
     def old_rows(self, model: type[Model], table: str, xids: list[int]) -> list[Model]:
@@ -229,7 +246,8 @@ class ObserverFeed:
         if not xids:
             return []
         query = (
-            f"SELECT r.*, o.id AS pgobserve_old_row_id FROM {sql.quote_ident(sql.OLD_ROWS)} o"
+            "SELECT r.*, o.id AS pgobserve_old_row_id, o.xid::text AS pgobserve_old_row_xid"
+            f" FROM {sql.quote_ident(sql.OLD_ROWS)} o"
             f" CROSS JOIN LATERAL jsonb_populate_record(NULL::{sql.quote_ident(table)}, o.image) r"
             " WHERE o.tbl = %s AND o.xid = ANY(%s::xid8[]) ORDER BY o.id"
         )
@@ -253,15 +271,17 @@ class ObserverFeed:
         current: dict[str, Model],
     ) -> list[Event]:
         """DCRF's rule per row: delete to the groups it left, update to those it stayed
-        in, create to those it joined; the body serialized once per action."""
+        in, create to those it joined; the body serialized once per action. The groups it
+        left are those of every committed state before the last one, not only the first:
+        a socket that subscribed between two commits of one batch must hear of the later."""
         found: list[Event] = []
         for key, entry in history.items():
             now = current.get(key)
-            before = None if entry.first_op == "I" else entry.first_image
-            if before is None and entry.first_op != "I":
+            befores = entry.befores
+            if not befores and entry.first_op != "I":
                 self._warn_no_old_row(table)
-                before = now  # unknown: the best guess is that it stayed in its groups
-            old = set(observer.group_names_for_signal(instance=before)) if before else set()
+                befores = [now] if now else []  # unknown: the best guess is that it stayed
+            old = {n for b in befores for n in observer.group_names_for_signal(instance=b)}
             new = set(observer.group_names_for_signal(instance=now)) if now else set()
             shown = now if now is not None else entry.last_image
             if shown is None:
