@@ -1,17 +1,25 @@
-"""Consumers only the tests need: push-time permission, query counters, a failing action."""
+"""Consumers only the tests need: push-time permission, query counters, a failing action,
+a model observer routed per project."""
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework import serializers
-from tasks.models import Task
-from tasks.serializers import TaskSerializer
+from tasks.consumers import TASK_FILTERS
+from tasks.models import Project, Task
+from tasks.serializers import ProjectSerializer, TaskSerializer
 
 from pgobserve import permissions
 from pgobserve.decorators import action
 from pgobserve.generics import GenericAsyncAPIConsumer
-from pgobserve.mixins import ObserverModelInstanceMixin, ObserverQueryMixin
+from pgobserve.mixins import (
+    ListModelMixin,
+    ObserverModelInstanceMixin,
+    ObserverQueryMixin,
+    PatchModelMixin,
+)
+from pgobserve.observer import model_observer
 
 
 class NoSecretPushes(permissions.BasePermission):
@@ -117,3 +125,80 @@ class PortedUserConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
         user.username = username
         await database_sync_to_async(user.save)()
         return {"pk": pk}, 200
+
+
+class ProjectTasksConsumer(GenericAsyncAPIConsumer):
+    """DCRF's model observer recipe, routed per project: every change of a task, however
+    it was written, reaches the request ids subscribed to the project it was in or is in
+    (delete to the project it left, update to the one it stayed in, create to the one it
+    joined). The events are computed and serialized by the listener process."""
+
+    queryset = Task.objects.all()
+    serializer_class = TaskSerializer
+
+    @model_observer(Task, serializer_class=TaskSerializer)
+    async def project_tasks(
+        self, message, observer=None, action=None, subscribing_request_ids=(), **kwargs
+    ):
+        for request_id in subscribing_request_ids:
+            await self.reply(data=message, action=action, request_id=request_id)
+
+    @project_tasks.groups_for_signal
+    def project_tasks(self, instance=None, **kwargs):
+        yield f"project-{instance.project_id}"
+
+    @project_tasks.groups_for_consumer
+    def project_tasks(self, project=None, **kwargs):
+        yield f"project-{project}"
+
+    @action()
+    async def subscribe_project(self, project, request_id, **kwargs):
+        await self.project_tasks.subscribe(project=project, request_id=request_id)
+        return None, 201
+
+    @action()
+    async def unsubscribe_project(self, project, request_id, **kwargs):
+        await self.project_tasks.unsubscribe(project=project, request_id=request_id)
+        return None, 204
+
+
+class OtherProjectTasksConsumer(ProjectTasksConsumer):
+    """Another consumer class with the same observer (inherited): its sockets share the
+    groups, so one serialized event reaches the sockets of both classes."""
+
+
+# The example's consumers as they were before it required a login: open to anyone, every
+# row. The tests use them (routed at the example's paths in asgi.py) to exercise the
+# protocol without sessions; the example itself no longer serves anything anonymously.
+
+
+class AnyoneTaskConsumer(
+    ObserverModelInstanceMixin,
+    ObserverQueryMixin,
+    ListModelMixin,
+    PatchModelMixin,
+    GenericAsyncAPIConsumer,
+):
+    """``/ws/tasks/`` in the tests: list, retrieve, patch and subscribe to any task."""
+
+    queryset = Task.objects.all()
+    serializer_class = TaskSerializer
+    permission_classes = (permissions.AllowAny,)
+    query_filter_fields = TASK_FILTERS
+
+
+class AnyoneOpenTaskConsumer(ObserverModelInstanceMixin, ListModelMixin, GenericAsyncAPIConsumer):
+    """``/ws/open-tasks/`` in the tests: only tasks not done."""
+
+    queryset = Task.objects.filter(done=False)
+    serializer_class = TaskSerializer
+    permission_classes = (permissions.AllowAny,)
+
+
+class AnyoneProjectConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
+    """``/ws/projects/`` in the tests: any project, by slug."""
+
+    queryset = Project.objects.all()
+    serializer_class = ProjectSerializer
+    lookup_field = "slug"
+    permission_classes = (permissions.AllowAny,)

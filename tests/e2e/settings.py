@@ -1,7 +1,9 @@
 """Settings of the daphne and listener processes the end-to-end tests start.
 
-``tests.settings`` plus: the in-process listener when ``PGOBSERVE_TEST_IN_PROCESS=1``, and
-a leader-lock key of the test's own, so no other listener on the test database can lead.
+``tests.settings`` plus: the in-process listener when ``PGOBSERVE_TEST_IN_PROCESS=1``, a
+leader-lock key of the test's own, so no other listener on the test database can lead, and
+the app daphne serves as ``ASGI_APPLICATION``: ``manage.py pgobserve listen`` imports it to
+know the model observers of its consumers, whose events it sends.
 """
 
 import json
@@ -9,6 +11,8 @@ import os
 
 from tests.settings import *  # noqa: F403
 from tests.settings import PGOBSERVE
+
+ASGI_APPLICATION = "tests.e2e.asgi.application"
 
 PGOBSERVE = {
     **PGOBSERVE,
