@@ -105,6 +105,8 @@ def main() -> None:
     package = Path(pgobserve.__file__).resolve().parent
     assert Path(sys.prefix).resolve() in package.parents, f"not the installed wheel: {package}"
     print(f"pgobserve {pgobserve.__version__} from {package}")
+    for name in ("client.js", "client.d.ts"):  # served by staticfiles as /static/pgobserve/...
+        assert (package / "static" / "pgobserve" / name).is_file(), f"{name} is not in the wheel"
 
     with tempfile.TemporaryDirectory(prefix="pgobserve-wheel-check-") as tmp:
         root = Path(tmp)
