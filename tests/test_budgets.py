@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from tasks.consumers import TaskConsumer
 from tasks.models import Project, Task
+
+from tests.e2e.consumers import AnyoneTaskConsumer as TaskConsumer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,9 +11,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
-from tasks.consumers import TaskConsumer
 from tasks.models import Project, Task
 
+from tests.e2e.consumers import AnyoneTaskConsumer as TaskConsumer
 from tests.fix_layer import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,13 +18,14 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework import serializers
-from tasks.consumers import ProjectConsumer, TaskConsumer
 from tasks.models import Project, Task
 
 from pgobserve.decorators import action
 from pgobserve.generics import GenericAsyncAPIConsumer
 from pgobserve.mixins import ObserverModelInstanceMixin
 from tests.e2e.conftest import envelope
+from tests.e2e.consumers import AnyoneProjectConsumer as ProjectConsumer
+from tests.e2e.consumers import AnyoneTaskConsumer as TaskConsumer
 from tests.testapp.models import TextItem
 
 pytestmark = pytest.mark.django_db(transaction=True)

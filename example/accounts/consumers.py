@@ -1,4 +1,4 @@
-"""The seed's example, unchanged but for the imports (DCRF → pgobserve)."""
+"""``/ws/users/``: a user's own row, kept live (no one else's: no other user's e-mail)."""
 
 from django.contrib.auth import get_user_model
 
@@ -10,6 +10,15 @@ from . import serializers
 
 
 class UserConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
-    queryset = get_user_model().objects.all()
+    """Retrieve and subscribe to yourself: another user's pk answers 404, as a missing one.
+    ``IsAuthenticated`` as in DCRF: an anonymous socket connects, every action is 403."""
+
     serializer_class = serializers.UserSerializer
     permission_classes = (permissions.IsAuthenticated,)
+
+    def get_queryset(self, **kwargs):
+        user = self.scope.get("user")
+        users = get_user_model().objects
+        if user is None or not user.is_authenticated:
+            return users.none()
+        return users.filter(pk=user.pk)
