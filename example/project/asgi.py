@@ -1,4 +1,8 @@
-"""ASGI entry point: Django for HTTP, the pgobserve consumers under /ws/."""
+"""ASGI entry point: Django for HTTP, the pgobserve consumers under /ws/.
+
+Static files (the board's CSS and JS, pgobserve's client.js, the admin's) are served by
+Django's staticfiles handler, so ``daphne`` alone serves the whole demo; in production put
+them behind a web server or WhiteNoise after ``collectstatic``."""
 
 import os
 
@@ -11,6 +15,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from pgobserve.asgi import PgObserveRouter  # noqa: E402
 
@@ -29,7 +34,7 @@ class BrowserOriginValidator(OriginValidator):
 application = PgObserveRouter(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": ASGIStaticFilesHandler(django_asgi_app),
             "websocket": BrowserOriginValidator(
                 AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
                 list(settings.ALLOWED_HOSTS),
