@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
 
 class PgObserveConfig(AppConfig):
@@ -6,7 +8,18 @@ class PgObserveConfig(AppConfig):
     verbose_name = "pgobserve"
 
     def ready(self) -> None:
-        from . import registry
+        # A system check, not an exception here: every manage.py command (check, migrate,
+        # runserver, pgobserve listen) then reports a typo in PGOBSERVE["MODELS"] as one
+        # readable error instead of a traceback out of django.setup().
+        checks.register(check_observed_models, "pgobserve")
 
-        # Fail at startup, not at the first change, when PGOBSERVE["MODELS"] names a typo.
+
+def check_observed_models(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """PGOBSERVE["MODELS"] and ["OLD_ROWS"] name installed models that can carry triggers."""
+    from . import registry
+
+    try:
         registry.observed_models()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="pgobserve.E001")]
+    return []
