@@ -56,6 +56,31 @@ def dsn() -> str:
     return found
 
 
+def require_reachable() -> None:
+    """Stop the test run with one line when the configured server cannot be reached;
+    otherwise every test errors with the same connection failure, thousands of lines."""
+    import psycopg
+    import pytest
+
+    url = dsn()
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        try:  # pytest-django falls back to the "postgres" database when this one is missing
+            psycopg.connect(url, dbname="postgres", connect_timeout=5).close()
+        except psycopg.Error:
+            name = ENV if os.environ.get(ENV) == url else "DATABASE_URL"
+            reason = " ".join(str(exc).split())
+            pytest.exit(f"{name}={_without_password(url)}: cannot connect: {reason}", returncode=2)
+
+
+def _without_password(url: str) -> str:
+    parts = urlparse(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 def django_database(url: str) -> dict:
     """A Django DATABASES entry for a postgresql:// URL (host may be a socket folder)."""
     from urllib.parse import parse_qs, unquote
