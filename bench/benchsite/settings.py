@@ -30,7 +30,7 @@ DATABASES["default"]["NAME"] = os.environ.get("PGOBSERVE_BENCH_DB", "pgobserve_b
 DATABASES["default"]["CONN_MAX_AGE"] = None
 ASGI_APPLICATION = "benchsite.asgi.application"
 PGOBSERVE = {
-    "MODELS": ["benchsite.BenchItem"],
+    "MODELS": ["benchsite.BenchItem", "benchsite.Card"],  # Card brings Board (its FK)
     "IN_PROCESS_LISTENER": os.environ.get("BENCH_LAYER", "memory") == "memory",
 }
 if os.environ.get("BENCH_LAYER") == "redis":
@@ -45,7 +45,7 @@ if os.environ.get("BENCH_LAYER") == "redis":
                     }
                 ],
                 "capacity": 100_000,
-                "prefix": "pgobserve-bench",
+                "prefix": os.environ.get("PGOBSERVE_BENCH_DB", "pgobserve_bench"),
             },
         }
     }
