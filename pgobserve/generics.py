@@ -8,11 +8,13 @@ consumer's queryset.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db import connections, transaction
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework.generics import get_object_or_404
@@ -23,12 +25,53 @@ from .consumers import AsyncAPIConsumer, BadRequest, required
 from .permissions import may_refuse
 from .watches import Watch
 
-__all__ = ["GenericAsyncAPIConsumer"]
+__all__ = ["GenericAsyncAPIConsumer", "in_snapshot", "snapshot"]
 
 W = TypeVar("W", bound=Watch)
+R = TypeVar("R")
 
 #: pk__in reads are split in chunks of this many pks (one query per chunk).
 READ_CHUNK = 5000
+
+#: The first statement of a ``snapshot()``: one snapshot for all its reads, and a lock wait
+#: shorter than the server's ``deadlock_timeout``. A read holds its tables' share locks
+#: until it ends, so a TRUNCATE or DDL of two tables it reads can deadlock with it; the read
+#: then gives up first and is retried (``watches.py``), rather than the writer being aborted.
+SNAPSHOT_SQL = (
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+    "SELECT set_config('lock_timeout', greatest(1, extract(epoch FROM "
+    "current_setting('deadlock_timeout')::interval) * 500)::int::text, true)"
+)
+
+
+@contextmanager
+def snapshot() -> Iterator[None]:
+    """Run the enclosed reads in one REPEATABLE READ, read-only transaction on
+    ``PGOBSERVE["DATABASE"]``, so a push's rows and what their serializer reads besides
+    (a many-to-many field: one more query per row) show one committed state. In autocommit
+    each statement sees its own, and a commit between two of them could mix two states in one
+    push (a query's members decided before a ``groups.add``, their groups read after it).
+    Inside a caller's transaction its isolation is kept: SET TRANSACTION must come first."""
+    alias = conf.database()
+    connection = connections[alias]
+    if connection.in_atomic_block or not connection.get_autocommit():
+        yield
+        return
+    with transaction.atomic(using=alias):
+        with connection.cursor() as cursor:
+            cursor.execute(SNAPSHOT_SQL)
+        yield
+
+
+def in_snapshot(read: Callable[..., R]) -> Callable[..., Awaitable[R]]:
+    """``database_sync_to_async(read)`` with all of ``read``'s statements in one
+    ``snapshot()``: a consumer's override of a read method is covered with what it calls."""
+
+    def read_in_snapshot(*args: Any, **kwargs: Any) -> R:
+        with snapshot():
+            return read(*args, **kwargs)
+
+    return database_sync_to_async(read_in_snapshot)
 
 
 class GenericAsyncAPIConsumer(AsyncAPIConsumer):
@@ -196,9 +239,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     async def read_rows_batch(self, pks: list[Any], batches: frozenset | None) -> dict[str, Any]:
         """``read_rows`` for a batch of changes (see ``read_for_batch``)."""
         key = ("rows", tuple(sorted(groups.pk_key(pk) for pk in pks)))
-        return await self.read_for_batch(
-            batches, key, lambda: database_sync_to_async(self.read_rows)(pks)
-        )
+        return await self.read_for_batch(batches, key, lambda: in_snapshot(self.read_rows)(pks))
 
     def serialize_many(self, instances: list[Model], action: str = "update") -> list[Any]:
         """Serialized data of each instance, in order.
@@ -219,7 +260,8 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         return [serializer.to_representation(instance) for instance in instances]
 
     def read_rows(self, pks: list[Any], action: str = "update") -> dict[str, Any]:
-        """pk_key → serialized data of those of ``pks`` still in the queryset: one query."""
+        """pk_key → serialized data of those of ``pks`` still in the queryset: one query.
+        Pushes run it in one snapshot (``in_snapshot``) with what the serializer reads."""
         call = {"action": action}
         queryset = self.filter_queryset(self.get_queryset(**call), **call)
         found: dict[str, Any] = {}

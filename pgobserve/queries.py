@@ -31,6 +31,7 @@ from .budgets import ensure_room
 from .consumers import BadRequest, required
 from .decorators import action
 from .filters import build_q
+from .generics import in_snapshot
 from .instances import request_key
 from .permissions import may_refuse
 from .watches import Watch
@@ -107,10 +108,11 @@ class QuerySubscriptions(Watch):
             await self._settle(sub, current, set(pks), allowed_before)
 
     async def _read(self, batches: frozenset | None, kind: str, key: Any, *args: Any) -> Any:
-        """Run ``read_query`` / ``read_query_matches``, once per process for consumers of a
-        class with ``share_reads`` (same batch, same query)."""
+        """Run ``read_query`` / ``read_query_matches`` in one snapshot (membership and data
+        of one committed state), once per process for consumers of a class with
+        ``share_reads`` (same batch, same query)."""
         method = "read_query" if kind == "query" else "read_query_matches"
-        read = database_sync_to_async(getattr(self.consumer, method))
+        read = in_snapshot(getattr(self.consumer, method))
         return await self.consumer.read_for_batch(
             batches, (kind, self.table, key), lambda: read(*args)
         )
@@ -236,7 +238,7 @@ class ObserverQueryMixin:
             await self.hold_group(group)
             await self.follow_joins(subs.table, joined)
             try:
-                rows = await database_sync_to_async(self.read_query)(condition, limit)
+                rows = await in_snapshot(self.read_query)(condition, limit)
                 if len(rows) > limit:
                     raise QueryTooLarge(
                         f"The query matches more than {limit} rows; narrow the filters."
