@@ -38,7 +38,7 @@ READ_CHUNK = 5000
 #: until it ends, so a TRUNCATE or DDL of two tables it reads can deadlock with it; the read
 #: then gives up first and is retried (``watches.py``), rather than the writer being aborted.
 SNAPSHOT_SQL = (
-    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
     "SELECT set_config('lock_timeout', greatest(1, extract(epoch FROM "
     "current_setting('deadlock_timeout')::interval) * 500)::int::text, true)"
 )
@@ -46,12 +46,15 @@ SNAPSHOT_SQL = (
 
 @contextmanager
 def snapshot() -> Iterator[None]:
-    """Run the enclosed reads in one REPEATABLE READ, read-only transaction on
+    """Run the enclosed reads in one REPEATABLE READ transaction on
     ``PGOBSERVE["DATABASE"]``, so a push's rows and what their serializer reads besides
     (a many-to-many field: one more query per row) show one committed state. In autocommit
     each statement sees its own, and a commit between two of them could mix two states in one
     push (a query's members decided before a ``groups.add``, their groups read after it).
-    Inside a caller's transaction its isolation is kept: SET TRANSACTION must come first."""
+    Inside a caller's transaction its isolation is kept: SET TRANSACTION must come first.
+    Not READ ONLY: a serializer that records something (a "seen" mark) keeps working. The
+    lock timeout lets a read give way (and be retried) rather than deadlock a writer that
+    locks several tables (a TRUNCATE)."""
     alias = conf.database()
     connection = connections[alias]
     if connection.in_atomic_block or not connection.get_autocommit():

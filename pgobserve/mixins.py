@@ -27,6 +27,7 @@ from . import groups, inputs, pagination
 from .budgets import ensure_room
 from .consumers import AsyncAPIConsumer, BadRequest, required
 from .decorators import action
+from .generics import in_snapshot
 from .instances import InstanceSubscriptions
 from .queries import ObserverQueryMixin
 
@@ -215,7 +216,7 @@ class ObserverModelInstanceMixin(RetrieveModelMixin):
             # Join first, then read: a change committed after the read is delivered to us.
             await subs.join(pk)
             try:
-                row = await database_sync_to_async(self._snapshot)(pk, kwargs)
+                row = await in_snapshot(self._snapshot)(pk, kwargs)
             except BaseException:
                 await subs.leave(pk)
                 raise
