@@ -33,6 +33,7 @@ from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
 from .sendqueue import SendGate
+from .sequences import GroupSequences
 from .watches import CONNECTION_ERRORS, WatchRegistry, database_outage
 
 logger = logging.getLogger("pgobserve.consumers")
@@ -45,6 +46,8 @@ DATABASE_UNAVAILABLE = "The database is unavailable; try again."
 #: The close code of a socket refused because the database could not check who it is
 #: (4000 + HTTP's 503).
 CLOSE_DATABASE_UNAVAILABLE = 4503
+#: The listener's messages, handled without Channels' database-connection hop.
+FEED_MESSAGES = frozenset({"pgobserve.change", "pgobserve.resync", "pgobserve.sequence"})
 
 
 class ActionMissingException(exceptions.APIException):
@@ -94,6 +97,9 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             may_get_more=lambda: len(self.groups) > 2, writable=self.send_gate.writable
         )
         self.detached_tasks: list[asyncio.Task] = []
+        #: Numbers of the change messages received, to notice those the layer dropped.
+        self.sequences = GroupSequences()
+        self.sequences_missed = 0
 
     # connection ---------------------------------------------------------------------------
 
@@ -187,6 +193,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
 
     async def remove_group(self, name: str) -> None:
         await self.memberships.discard(name)
+        self.sequences.forget(name)
 
     async def hold_group(self, name: str) -> None:
         """Join ``name`` for one more subscription; it is left when the last one releases it."""
@@ -194,6 +201,8 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
 
     async def release_group(self, name: str) -> None:
         await self.memberships.release(name)
+        if name not in self.groups:
+            self.sequences.forget(name)
 
     # the change feed ----------------------------------------------------------------------
 
@@ -201,7 +210,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         # Channels closes stale DB connections (a thread hop) before every handler. The
         # change-feed handlers touch no database, and skipping the hop lets a burst of
         # shard messages be queued up in a few loop turns and merged into one read.
-        if message.get("type") in ("pgobserve.change", "pgobserve.resync"):
+        if message.get("type") in FEED_MESSAGES:
             handler = getattr(self, message["type"].replace(".", "_"), None)
             if handler is not None:
                 await handler(message)
@@ -209,7 +218,25 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         await super().dispatch(message)
 
     async def pgobserve_change(self, message: dict) -> None:
-        self.watches.changed(message.get("table", ""), message.get("pks"), message.get("batch"))
+        table = message.get("table", "")
+        if self._missed("arrived", message):
+            self.watches.changed(table, None)  # re-check all it watches of the table
+        self.watches.changed(table, message.get("pks"), message.get("batch"))
+
+    async def pgobserve_sequence(self, message: dict) -> None:
+        """The listener's announcement of a group's last message number."""
+        if self._missed("announced", message):
+            self.watches.resync()
+
+    def _missed(self, kind: str, message: dict) -> bool:
+        group, run, number = message.get("group"), message.get("run"), message.get("seq")
+        if not (isinstance(group, str) and isinstance(run, str) and type(number) is int):
+            return False  # a listener from before numbering
+        missed = getattr(self.sequences, kind)(group, run, number)
+        if missed:
+            self.sequences_missed += 1
+            logger.info("pgobserve consumer missed change messages of %s; re-reading", group)
+        return missed
 
     async def pgobserve_resync(self, message: dict) -> None:
         self.watches.resync()

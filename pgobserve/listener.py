@@ -52,6 +52,8 @@ BURST_QUIET = 0.005
 #: exceed the Redis layer's pool (redis-py's default ``max_connections`` is 100), the batch
 #: fails with ``MaxConnectionsError`` and every consumer has to resync.
 SEND_CONCURRENCY = 32
+#: Seconds between announcements of each busy group's last message number.
+ANNOUNCE_EVERY = 2.0
 #: Longest wait between attempts to send a resync while the channel layer is down: it
 #: bounds how late consumers hear of the outage's end (clients converge within 5 s).
 LAYER_RETRY_MAX = 1.0
@@ -171,6 +173,12 @@ class Listener:
         self._burst = False
         self._sequence = 0
         self._observer_feed: ObserverFeed | None = None
+        #: The number of the last message to each group (``sequences.py``), of the last
+        #: one sent, and the groups whose last number is still to be announced (how many
+        #: more times).
+        self._numbers: defaultdict[str, int] = defaultdict(int)
+        self._to_announce: dict[str, int] = {}
+        self._sent: dict[str, int] = {}
 
     @property
     def observer_feed(self) -> ObserverFeed:
@@ -301,6 +309,7 @@ class Listener:
         # read meanwhile (and dropped: the resync covers them), so none pile up anywhere.
         backlog.need_resync()
         sender = asyncio.ensure_future(self._sender(backlog))
+        announcer = asyncio.ensure_future(self._announce_numbers())
         try:
             async for notify in conn.notifies():
                 if sender.done():  # the sender failed: surface its exception
@@ -314,7 +323,8 @@ class Listener:
                 backlog.add(change)
         finally:
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            announcer.cancel()
+            await asyncio.gather(sender, announcer, return_exceptions=True)
             self.backlog = None
 
     async def _sender(self, backlog: Backlog) -> None:
@@ -378,21 +388,89 @@ class Listener:
 
     async def _send_messages(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         # Every message of a batch carries its id, so consumers that share reads
-        # (``share_reads``) can tell the same changes from later ones.
+        # (``share_reads``) can tell the same changes from later ones; and its group's next
+        # number, so a consumer sees when the layer dropped one (``sequences.py``).
         self._sequence += 1
         batch = f"{self._run_id}.{self._sequence}"
-        for _, message in messages:
-            message["batch"] = batch
-        layer = self.channel_layer
-        slots = asyncio.Semaphore(SEND_CONCURRENCY)
-
-        async def send_one(group: str, message: dict[str, Any]) -> None:
-            async with slots:
-                await layer.group_send(group, message)
-
-        await asyncio.gather(*(send_one(group, msg) for group, msg in messages))
+        numbered = []
+        for group, message in messages:
+            self._numbers[group] += 1
+            numbered.append(
+                (
+                    group,
+                    {
+                        **message,
+                        "batch": batch,
+                        "group": group,
+                        "run": self._run_id,
+                        "seq": self._numbers[group],
+                    },
+                )
+            )
+        await self._send_in_order(numbered)
         self.stats["batches"] += 1
         self.stats["messages"] += len(messages)
+
+    async def _send_in_order(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Send ``messages`` up to ``SEND_CONCURRENCY`` at a time, each started after the
+        ones before it and after the previous one to its group was sent: a group's messages
+        arrive in order (their numbers count on it), and a layer that delivers at once (the
+        in-memory one) keeps the batch's order across groups."""
+        layer = self.channel_layer
+        slots = asyncio.Semaphore(SEND_CONCURRENCY)
+        last: dict[str, asyncio.Future] = {}
+        sends: list[asyncio.Future] = []
+
+        async def send(group: str, message: dict[str, Any]) -> None:
+            try:
+                await layer.group_send(group, message)
+            finally:
+                slots.release()
+            if message["type"] == "pgobserve.change":
+                # Announce only what was sent: an announcement must not overtake the message
+                # it counts.
+                self._sent[group] = max(self._sent.get(group, 0), message["seq"])
+                self._to_announce[group] = 2
+
+        for group, message in messages:
+            before = last.get(group)
+            if before is not None and not before.done():
+                await asyncio.wait([before])
+            await slots.acquire()
+            last[group] = task = asyncio.ensure_future(send(group, message))
+            sends.append(task)
+        failures = [r for r in await asyncio.gather(*sends, return_exceptions=True) if r]
+        if failures:
+            raise failures[0]
+
+    async def _announce_numbers(self) -> None:
+        """Tell each group that had messages lately the number of its last one, twice: a
+        consumer whose last messages were dropped or expired in the layer (nothing came
+        after them to show the gap) finds out within ``ANNOUNCE_EVERY`` seconds and
+        re-reads (``sequences.py``)."""
+        while True:
+            await asyncio.sleep(ANNOUNCE_EVERY)
+            due = list(self._to_announce)
+            for group in due:
+                self._to_announce[group] -= 1
+                if self._to_announce[group] <= 0:
+                    del self._to_announce[group]
+            announcements = [
+                (
+                    group,
+                    {
+                        "type": "pgobserve.sequence",
+                        "group": group,
+                        "run": self._run_id,
+                        "seq": self._sent[group],
+                    },
+                )
+                for group in due
+            ]
+            try:
+                await self._send_in_order(announcements)
+            except Exception as exc:  # the layer is away: the resync that follows covers it
+                self._layer_failed(exc)
 
     async def send_resync(self) -> None:
         await self.channel_layer.group_send(groups.RESYNC_GROUP, {"type": "pgobserve.resync"})
