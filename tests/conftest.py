@@ -1,6 +1,6 @@
 """Fixture plugins, psycopg style: one module per concern."""
 
-pytest_plugins = ["tests.fix_db", "tests.fix_listen", "tests.fix_layer"]
+pytest_plugins = ["tests.fix_db", "tests.fix_listen", "tests.fix_layer", "tests.fix_observers"]
 
 
 def pytest_sessionstart(session):

@@ -6,7 +6,8 @@ inside the tests, talk through ``WebsocketCommunicator`` and the in-memory chann
 and the writes are committed (``transaction=True``, as upstream). What differs is under
 them: upstream, Django's signals feed the model observers; here a real listener on the
 test's event loop reads the triggers' notifications and sends the events
-(``observer_listener``), so the same tests also prove that the feed works.
+(``observer_listener``, tests/fix_observers.py), so the same tests also prove that the
+feed works.
 """
 
 import asyncio
@@ -15,7 +16,6 @@ from contextlib import AsyncExitStack
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model, user_logged_in
 from django.db import transaction
 from django.utils.text import slugify
@@ -24,7 +24,6 @@ from rest_framework import serializers
 from pgobserve.consumers import AsyncAPIConsumer
 from pgobserve.decorators import action
 from pgobserve.generics import GenericAsyncAPIConsumer
-from pgobserve.listener import Listener
 from pgobserve.observer import model_observer, observer
 from tests.dcrf_support import connected_communicator
 from tests.testapp.models import TestModelWithCustomPK
@@ -33,18 +32,9 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture(autouse=True)
-async def observer_listener(conninfo, transactional_db):
-    """The listener, as a task of the test's loop, on the layer the consumers use."""
-    listener = Listener(
-        {**conninfo, "application_name": "pgobserve-test-observers"},
-        channel_layer=get_channel_layer(),
-        lock_key=7341,
-    )
-    task = asyncio.ensure_future(listener.run())
-    await asyncio.wait_for(listener.listening.wait(), 10)
-    yield listener
-    listener.stop()
-    await asyncio.wait_for(task, 10)
+async def listener_for_every_test(observer_listener):
+    """The upstream test bodies do not ask for the listener: every test gets it."""
+    yield observer_listener
 
 
 # Upstream: tests/test_observer.py ----------------------------------------------------------
