@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser, Group
 from django.test import override_settings
@@ -20,6 +21,10 @@ from tests.settings import PGOBSERVE
 
 User = get_user_model()
 USER_M2M = ["auth_user_groups", "auth_user_user_permissions"]
+
+
+# Which through tables have triggers is what these tests check.
+pytestmark = pytest.mark.usefixtures("only_settings_mark_models")
 
 
 class GroupConsumer(GenericAsyncAPIConsumer):
@@ -57,7 +62,9 @@ def test_a_consumer_follows_the_observed_through_tables_of_its_model(caplog):
 def test_the_opt_outs_stop_following_through_tables():
     assert joined(PortedM2MUserConsumer, observe_related=False) == []
     assert joined(PortedM2MUserConsumer, observer_many_to_many_relationships=False) == []
-    with override_settings(PGOBSERVE={**PGOBSERVE, "OBSERVE_RELATED": False}):
+    # Nor does a model observer keep the old rows of a through table (that needs triggers).
+    unrelated = {**PGOBSERVE, "OBSERVE_RELATED": False, "OLD_ROWS": ["auth.User"]}
+    with override_settings(PGOBSERVE=unrelated):
         assert joined(PortedM2MUserConsumer) == []
         # Following forced on for the class: only tables that have triggers.
         assert joined(PortedM2MUserConsumer, observe_related=True) == []

@@ -93,7 +93,7 @@ def test_a_joined_table_without_triggers_is_named_once_per_class(caplog):
     assert 'Add "tasks.Project" to PGOBSERVE["MODELS"]' in warnings[0]
 
 
-def test_models_reached_by_forward_relations_are_observed_by_default():
+def test_models_reached_by_forward_relations_are_observed_by_default(only_settings_mark_models):
     with override_settings(PGOBSERVE={"MODELS": ["tasks.Task"], "CLOSE_ON_LOGOUT": False}):
         observed = registry.observed_models()
         # Task's foreign keys reach Project and User (one step: Project's owner is User).

@@ -145,10 +145,12 @@ class ObserverFeed:
         await self._send(events)
         self.stats["batches"] += 1
         self.stats["events"] += len(events)
-        xids = sorted({c.xid for c in batch if c.xid is not None})
-        if xids:
+        # Only the tables of this batch: the listener may hand the same transaction's
+        # changes of other tables to a later batch, which needs their old rows.
+        read = sorted({(c.xid, c.table) for c in batch if c.xid is not None})
+        if read:
             try:
-                await database_sync_to_async(self.forget)(xids)
+                await database_sync_to_async(self.forget)(read)
             except Exception:  # the sweep deletes them later
                 logger.warning("pgobserve could not delete old rows it read", exc_info=True)
 
@@ -335,12 +337,17 @@ class ObserverFeed:
                 table,
             )
 
-    def forget(self, xids: list[int]) -> None:
-        """Delete the old rows of transactions whose events were sent."""
+    def forget(self, read: list[tuple[int, str]]) -> None:
+        """Delete the old rows of the (transaction, table) pairs whose events were sent."""
         with connections[self.alias].cursor() as cursor:
             cursor.execute(
-                f"DELETE FROM {sql.quote_ident(sql.OLD_ROWS)} WHERE xid = ANY(%s::xid8[])",
-                ["{" + ",".join(str(int(x)) for x in xids) + "}"],
+                f"DELETE FROM {sql.quote_ident(sql.OLD_ROWS)} o"
+                " USING unnest(%s::xid8[], %s::text[]) AS r(xid, tbl)"
+                " WHERE o.xid = r.xid AND o.tbl = r.tbl",
+                [
+                    "{" + ",".join(str(int(xid)) for xid, _ in read) + "}",
+                    [table for _, table in read],
+                ],
             )
 
     def sweep(self) -> None:
