@@ -237,6 +237,26 @@ async def test_queryset_update_sends_one_update_per_row_to_its_groups(world):
         await next_is_sentinel_task(on_beta, 2, project=beta)
 
 
+async def test_rows_an_update_left_as_they_were_send_nothing(world, raw_conn):
+    """The trigger keeps the old rows of every row an UPDATE touched, but names only those
+    that changed: the unchanged ones must not become ``update`` events."""
+    alpha = world["projects"][0]
+    a1, a2, a3, _ = world["tasks"]
+    async with AsyncExitStack() as stack:
+        on_alpha = await subscriber(
+            stack, TaskConsumer, action="watch", project=alpha.pk, request_id=1
+        )
+        # Three rows matched, one changed (the others already had title 'a2'/'a3').
+        raw_conn.execute(
+            "UPDATE tasks_task SET title = CASE WHEN id = %s THEN 'a1 again' ELSE title END"
+            " WHERE project_id = %s",
+            [a1.pk, alpha.pk],
+        )
+        now = await task_data(a1.pk)
+        assert await receive(on_alpha, 1) == [event("update", 1, now[a1.pk])]
+        await next_is_sentinel_task(on_alpha, 1, project=alpha)
+
+
 async def test_bulk_create_sends_create_per_row(world):
     alpha, beta, gamma = world["projects"]
     async with AsyncExitStack() as stack:

@@ -226,8 +226,13 @@ class ObserverFeed:
                 rows.setdefault(key, RowHistory(pk, change.op))
                 first_ops.setdefault((key, str(change.xid)), change.op)
         xids = sorted({c.xid for c in changes if c.xid is not None})
+        # Rows the payloads do not name count only for a transaction that changed unknown
+        # rows (a TRUNCATE): the others are rows an UPDATE left as they were (kept, not sent).
+        unknown = {str(c.xid) for c in changes if c.pks is None}
         for image in self.old_rows(model, table, xids):
             key = groups.pk_key(image.pk)
+            if key not in rows and image.pgobserve_old_row_xid not in unknown:
+                continue
             entry = rows.setdefault(key, RowHistory(image.pk, "T"))
             if entry.first_image is None:
                 entry.first_image = image
