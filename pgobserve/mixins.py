@@ -17,6 +17,7 @@ pushes come from the database triggers, so every committed change is seen (ORM,
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -30,6 +31,7 @@ from .decorators import action
 from .generics import in_snapshot
 from .instances import InstanceSubscriptions
 from .queries import ObserverQueryMixin
+from .watches import CONNECTION_ERRORS
 
 __all__ = [
     "CreateModelMixin",
@@ -43,6 +45,13 @@ __all__ = [
     "ObserverModelInstanceMixin",
     "ObserverQueryMixin",
 ]
+
+
+logger = logging.getLogger("pgobserve.consumers")
+
+#: What a subscription holds as "the data its client has" when the serializer failed at
+#: subscribe time: equal to nothing, so the first data that serializes is pushed.
+UNSERIALIZED = object()
 
 
 class CreateModelMixin:
@@ -186,11 +195,30 @@ class ObserverModelInstanceMixin(RetrieveModelMixin):
                 pass  # names no row (1.5, 2**70, "abc"): matches no subscription either
         return groups.pk_key(value)
 
-    def _snapshot(self, pk: Any, kwargs: dict[str, Any]) -> Any:
+    def _snapshot(self, pk: Any, kwargs: dict[str, Any], strict: bool) -> Any:
+        """The row's data as the subscription starts. If the serializer fails for it, the
+        subscription is still made, as with DCRF (which serializes only at the first
+        push): the failure is logged and the row is pushed once it serializes. ``strict``
+        (the client asked for the row): the failure is the answer, a 500."""
         instance = self.get_object(**kwargs)
         if groups.pk_key(instance.pk) != groups.pk_key(pk):
             raise Http404  # the lookup value moved to another row meanwhile
-        return self.get_serializer(instance=instance, action_kwargs={"action": "update"}).data
+        serializer = self.get_serializer(instance=instance, action_kwargs={"action": "update"})
+        if strict:
+            return serializer.data
+        try:
+            return serializer.data
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            logger.exception(
+                "pgobserve: %s's serializer failed for %s pk=%r at subscribe_instance; the"
+                " subscription is made and the row is pushed once it serializes",
+                type(self).__name__,
+                instance._meta.label,
+                instance.pk,
+            )
+            return UNSERIALIZED
 
     @action()
     async def subscribe_instance(
@@ -216,7 +244,7 @@ class ObserverModelInstanceMixin(RetrieveModelMixin):
             # Join first, then read: a change committed after the read is delivered to us.
             await subs.join(pk)
             try:
-                row = await in_snapshot(self._snapshot)(pk, kwargs)
+                row = await in_snapshot(self._snapshot)(pk, kwargs, snapshot)
             except BaseException:
                 await subs.leave(pk)
                 raise

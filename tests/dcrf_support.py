@@ -7,6 +7,7 @@ Every receive is bounded (channels' default: 1 s; ``receive_nothing`` waits 0.1 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,17 +25,53 @@ class UserSerializer(serializers.ModelSerializer):
         fields = ("id", "username", "email")
 
 
+class Communicator(WebsocketCommunicator):
+    """DCRF's test communicator: a receive that times out leaves the application running
+    (channels' cancels it, so nothing can be received after a first timeout), and
+    ``receive_many_json_from`` collects frames until one second passes without any."""
+
+    connected = False
+
+    async def receive_output(self, timeout: float = 1) -> Any:
+        if self.future.done():
+            self.future.result()  # the application failed: raise its exception
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.output_queue.get()
+        except asyncio.TimeoutError:
+            if self.future.done():
+                self.future.result()
+            raise
+
+    async def connect(self, timeout: float = 1) -> tuple[bool, Any]:
+        self.connected, subprotocol = await super().connect(timeout)
+        return self.connected, subprotocol
+
+    async def disconnect(self, code: int = 1000, timeout: float = 1) -> None:
+        await super().disconnect(code, timeout)
+        self.connected = False
+
+    async def receive_many_json_from(self, timeout: float = 1) -> list[Any]:
+        messages = []
+        while True:
+            try:
+                messages.append(await self.receive_json_from(timeout=timeout))
+            except asyncio.TimeoutError:
+                return messages
+
+
 @asynccontextmanager
 async def connected_communicator(
     application: Any, path: str = "/testws/", headers: list | None = None
-) -> AsyncIterator[WebsocketCommunicator]:
-    communicator = WebsocketCommunicator(application, path, headers)
+) -> AsyncIterator[Communicator]:
+    communicator = Communicator(application, path, headers)
     connected, _ = await communicator.connect()
     assert connected, "the consumer refused the connection"
     try:
         yield communicator
     finally:
-        await communicator.disconnect()
+        if communicator.connected:
+            await communicator.disconnect()
 
 
 async def ask(communicator: WebsocketCommunicator, message: dict) -> dict:

@@ -29,6 +29,14 @@ from tests.fix_layer import wait_for
 from tests.testapp.models import Sentinel
 
 
+class CurrentLayer:
+    """Whatever ``get_channel_layer()`` gives now: a test may swap the layer half-way
+    (DCRF's m2m test sets ``CHANNEL_LAYERS``), and the listener must follow."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_channel_layer(), name)
+
+
 class ObserverListener:
     """The running listener, and waits on its observer feed."""
 
@@ -74,7 +82,7 @@ async def observer_listener(conninfo, transactional_db) -> AsyncIterator[Observe
     covered by the resync, which model observers do not see)."""
     listener = Listener(
         {**conninfo, "application_name": "pgobserve-test-observers"},
-        channel_layer=get_channel_layer(),
+        channel_layer=CurrentLayer(),
         lock_key=7341,
     )
     task = asyncio.ensure_future(listener.run())

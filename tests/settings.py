@@ -48,6 +48,8 @@ if os.environ.get("PGOBSERVE_TEST_DBNAME"):
 # group memberships that expire within seconds, standing in for a day.
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("PGOBSERVE_TEST_CONN_MAX_AGE", "0"))
 GROUP_EXPIRY = {"group_expiry": int(os.environ.get("PGOBSERVE_TEST_GROUP_EXPIRY", "86400"))}
+# A fault test makes the layer drop messages: a tiny capacity, a stopped daphne's channel full.
+LAYER_CAPACITY = int(os.environ.get("PGOBSERVE_TEST_LAYER_CAPACITY", "10000"))
 
 PGOBSERVE = {
     "MODELS": [
@@ -57,6 +59,7 @@ PGOBSERVE = {
         "testapp.TextItem",
         "testapp.Weird",
         "testapp.Sentinel",
+        "testapp.TestModel",
         # --- example models (end-to-end tests) ---
         "auth.User",
         "tasks.Project",
@@ -78,7 +81,7 @@ if os.environ.get("PGOBSERVE_TEST_LAYER") == "redis":
                 "hosts": [
                     {"address": REDIS_URL or "redis://127.0.0.1:6379/0", "socket_timeout": None}
                 ],
-                "capacity": 10_000,
+                "capacity": LAYER_CAPACITY,
                 "prefix": os.environ.get("PGOBSERVE_TEST_REDIS_PREFIX", "pgobserve-tests"),
                 **GROUP_EXPIRY,
             },
@@ -88,7 +91,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "pgobserve.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": 10_000, **GROUP_EXPIRY},
+            "CONFIG": {"capacity": LAYER_CAPACITY, **GROUP_EXPIRY},
         }
     }
 

@@ -60,3 +60,11 @@ class TestModelWithCustomPK(models.Model):
 
     name = models.CharField(max_length=255, primary_key=True)
     description = models.CharField(max_length=255, null=True, blank=True)
+
+
+class TestModel(models.Model):
+    """DCRF's simple model (upstream tests/models.py), for its instance-mixin tests."""
+
+    __test__ = False  # not a pytest test class
+
+    name = models.CharField(max_length=255)
