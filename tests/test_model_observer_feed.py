@@ -30,6 +30,7 @@ from tasks.models import Project, Task
 from pgobserve import sql
 from pgobserve.consumers import AsyncAPIConsumer
 from pgobserve.decorators import action
+from pgobserve.observer import feed as feed_module
 from pgobserve.observer import model_observer
 from pgobserve.observer.feed import ObserverFeed
 from tests.dcrf_support import UserSerializer, ask, connected_communicator
@@ -496,7 +497,9 @@ async def test_a_failing_serializer_skips_only_its_own_observer(world, observer_
         assert await receive(flaky, 1) == [event("update", 2, data)]
 
 
-async def test_old_rows_are_deleted_once_their_events_are_sent(world, raw_conn, observer_listener):
+async def test_old_rows_stay_for_other_listeners_then_are_swept(
+    world, raw_conn, observer_listener, monkeypatch
+):
     alpha, _, _ = world["projects"]
     a1, a2, a3, _ = world["tasks"]
     before = await task_data(a3.pk)
@@ -526,11 +529,14 @@ async def test_old_rows_are_deleted_once_their_events_are_sent(world, raw_conn, 
             event("update", 1, now[a1.pk]),
             event("update", 1, now[a2.pk]),
         ]
-        await observer_listener.idle()  # the batch is handled: its old rows are deleted
-        (left,) = raw_conn.execute(
-            f"SELECT count(*) FROM {table} WHERE xid::text = ANY(%s)", [xids]
-        ).fetchone()
-        assert left == 0
+        await observer_listener.idle()  # the batch is handled
+        count = f"SELECT count(*) FROM {table} WHERE xid::text = ANY(%s)"
+        # Read, not deleted: another listener on the database may still need them.
+        assert raw_conn.execute(count, [xids]).fetchone() == (3,)
+        # The sweep deletes them once they are older than KEEP_OLD_ROWS (here: at once).
+        monkeypatch.setattr(feed_module, "KEEP_OLD_ROWS", 0.0)
+        await database_sync_to_async(observer_listener.feed.sweep)()
+        assert raw_conn.execute(count, [xids]).fetchone() == (0,)
         await next_is_sentinel_task(on_alpha, 1, project=alpha)
 
 

@@ -11,8 +11,9 @@ event is serialized once, here, for every socket of every server process.
 Batches are handled one at a time, in order, beside the listener's own sending, so a
 slow serializer delays events, never the change feed of the other consumers. A lost
 database connection is retried; an observer that raises is logged and skipped for that
-batch. Old rows are deleted once read, and swept after ``KEEP_OLD_ROWS`` seconds when no
-listener read them (it was down, or a resync replaced the batch).
+batch. Old rows are swept ``KEEP_OLD_ROWS`` seconds after they were written, not as soon
+as they are read: more than one listener may need them (a second deployment on the same
+database, the tests' listeners), and a transaction's notifications may span two batches.
 """
 
 from __future__ import annotations
@@ -27,26 +28,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import InterfaceError, OperationalError, connections
+from django.db import connections
 from django.db.models import Model
 
 from .. import conf, groups, sql
 from ..payload import Change
+from ..watches import CONNECTION_ERRORS, database_outage
 from .model_observer import Action, ModelObserver, live_observers
 
 logger = logging.getLogger("pgobserve.observer")
 
-#: Old rows nobody read are deleted after this many seconds (their events are not sent).
-KEEP_OLD_ROWS = 300.0
-#: How often the feed sweeps old rows nobody read.
-SWEEP_EVERY = 60.0
+#: Old rows are deleted this many seconds after they were written: a listener further
+#: behind than that sends the events of those rows without knowing the groups they left.
+KEEP_OLD_ROWS = 120.0
+#: How often the feed sweeps old rows (while it has seen any in the last ``KEEP_OLD_ROWS``).
+SWEEP_EVERY = 15.0
 #: Group messages in flight at once (as the listener's own sends).
 SEND_CONCURRENCY = 32
 #: Batches waiting past this are dropped, oldest first, with a warning.
 MAX_WAITING_BATCHES = 10_000
 #: Rows per ``pk__in`` read.
 READ_CHUNK = 5000
-CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
 Event = tuple[str, dict[str, Any]]
 
@@ -88,6 +90,8 @@ class ObserverFeed:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._next_sweep = 0.0
+        #: Sweep until then (old rows were seen lately).
+        self._sweep_until = 0.0
         self._warned: set[str] = set()
         #: Counters for logs and tests.
         self.stats = {"batches": 0, "events": 0, "failed": 0, "dropped": 0}
@@ -118,23 +122,33 @@ class ObserverFeed:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY)
+            except asyncio.TimeoutError:
+                pass
             self._wake.clear()
             while self._waiting:
                 await self._handle(self._waiting.pop(0))
             self.idle.set()
+            if self._sweep_until > time.monotonic() >= self._next_sweep:
+                try:
+                    await database_sync_to_async(self.sweep)()
+                except CONNECTION_ERRORS:
+                    pass  # the next round sweeps
+                except Exception:
+                    logger.warning("pgobserve could not delete old rows", exc_info=True)
 
     async def _handle(self, batch: list[Change]) -> None:
-        delay = 0.1
         while True:
             try:
                 events = await database_sync_to_async(self.events)(batch)
                 break
             except CONNECTION_ERRORS as exc:
-                # The database is away: wait for it, the events are not lost meanwhile.
-                logger.warning("pgobserve model observers wait for the database: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                # The database is away: wait for it (the process's probe logs the outage
+                # once), the events are not lost meanwhile.
+                outage = database_outage()
+                outage.failed(exc)
+                await outage.back()
             except Exception:
                 # Not an observer's own failure (those are caught per observer): a table
                 # that cannot be read. Its events are lost; the feed goes on.
@@ -145,14 +159,9 @@ class ObserverFeed:
         await self._send(events)
         self.stats["batches"] += 1
         self.stats["events"] += len(events)
-        # Only the tables of this batch: the listener may hand the same transaction's
-        # changes of other tables to a later batch, which needs their old rows.
-        read = sorted({(c.xid, c.table) for c in batch if c.xid is not None})
-        if read:
-            try:
-                await database_sync_to_async(self.forget)(read)
-            except Exception:  # the sweep deletes them later
-                logger.warning("pgobserve could not delete old rows it read", exc_info=True)
+        if any(c.xid is not None for c in batch):
+            # Old rows were written: sweep them while they may be there.
+            self._sweep_until = time.monotonic() + KEEP_OLD_ROWS + 2 * SWEEP_EVERY
 
     async def _send(self, events: list[Event]) -> None:
         """Send every event; those of one group in order, groups side by side."""
@@ -208,8 +217,6 @@ class ObserverFeed:
                         observer._stable_observer_id,
                         table,
                     )
-        if time.monotonic() >= self._next_sweep and any(c.xid for c in batch):
-            self.sweep()
         return found
 
     def history(
@@ -342,21 +349,8 @@ class ObserverFeed:
                 table,
             )
 
-    def forget(self, read: list[tuple[int, str]]) -> None:
-        """Delete the old rows of the (transaction, table) pairs whose events were sent."""
-        with connections[self.alias].cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {sql.quote_ident(sql.OLD_ROWS)} o"
-                " USING unnest(%s::xid8[], %s::text[]) AS r(xid, tbl)"
-                " WHERE o.xid = r.xid AND o.tbl = r.tbl",
-                [
-                    "{" + ",".join(str(int(xid)) for xid, _ in read) + "}",
-                    [table for _, table in read],
-                ],
-            )
-
     def sweep(self) -> None:
-        """Delete old rows nobody read within ``KEEP_OLD_ROWS`` seconds."""
+        """Delete old rows written more than ``KEEP_OLD_ROWS`` seconds ago."""
         self._next_sweep = time.monotonic() + SWEEP_EVERY
         with connections[self.alias].cursor() as cursor:
             cursor.execute(
