@@ -161,3 +161,52 @@ async def test_embedded_listener_task_with_the_in_memory_layer(conninfo):
         await asyncio.wait_for(task, 10)
         await sync_to_async(connections.close_all)()
     assert not listener.listening.is_set()
+
+
+async def test_each_group_numbers_its_messages_and_announces_the_last(live):
+    """A group's messages carry consecutive numbers of one listener run, in order, and the
+    group's last number is announced after them: what lets a consumer see a dropped one."""
+    await started(live)
+    shard = groups.shard_group(ITEM, groups.shard_of(3, SHARDS))
+    receiver = await live.receiver(*table_and_sentinel(ITEM), shard)
+    await live.execute(
+        "INSERT INTO testapp_item (id, name, value, tags)"
+        " SELECT g, 'n', 0, '{}' FROM generate_series(1, 4) g"
+    )
+    await receiver.until(lambda r: 3 in r.pks(ITEM))
+    for value in range(1, 6):  # separate commits, each sent before the next is made
+        sent = len(receiver.changes(ITEM))
+        await live.execute("UPDATE testapp_item SET value = %s WHERE id IN (3, 4)", [value])
+        await receiver.until(lambda r, sent=sent: len(r.changes(ITEM)) >= sent + 2)
+    await live.sentinel(receiver)
+
+    changes = receiver.changes()
+    assert {m["group"] for m in changes} == {*table_and_sentinel(ITEM), shard}
+    assert len({m["run"] for m in changes}) == 1
+    last = {}
+    for group in {m["group"] for m in changes}:
+        numbers = [m["seq"] for m in changes if m["group"] == group]
+        # The listener is new and the receiver joined before any commit: from 1.
+        assert numbers == list(range(1, len(numbers) + 1)), (group, numbers)
+        last[group] = numbers[-1]
+    assert last[groups.table_group(ITEM)] == last[shard] == 6  # the INSERT, 5 UPDATEs
+
+    def announced(r, group):
+        return [
+            (i, m)
+            for i, m in enumerate(r.messages)
+            if m["type"] == "pgobserve.sequence" and m["group"] == group
+        ]
+
+    def all_announced(r):
+        return all(any(m["seq"] == n for _, m in announced(r, g)) for g, n in last.items())
+
+    await receiver.until(all_announced, timeout=10)
+    for group, number in last.items():
+        (sent_at,) = [i for i, m in enumerate(receiver.messages) if m.get("group") == group
+                      and m["type"] == "pgobserve.change" and m["seq"] == number]  # fmt: skip
+        for i, message in announced(receiver, group):
+            assert message["run"] == changes[0]["run"]
+            assert message["seq"] <= number
+            if message["seq"] == number:
+                assert i > sent_at  # never ahead of the message it counts

@@ -15,17 +15,22 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio
 import websockets
+from channels_redis.core import RedisChannelLayer
 
+from pgobserve import conf, groups
 from pgobserve.consumers import DATABASE_UNAVAILABLE
 from tests.servers import ThrowawayPostgres, ThrowawayRedis
 
@@ -450,3 +455,115 @@ def slow_closed(daphne: Process) -> int:
     """How many sockets daphne closed for not reading (one log line each)."""
     lines = daphne.output.splitlines()
     return sum(line.startswith("pgobserve closes a socket that does not read") for line in lines)
+
+
+#: The stopped daphne's channel holds this many messages; the layer drops the rest.
+TINY_CAPACITY = 4
+
+
+async def test_messages_the_layer_drops_are_noticed_and_re_read(pg, redis_server):
+    """channels-redis silently drops a group message to a full channel. daphne is stopped
+    (SIGSTOP) so its channel fills up with changes of row B; the changes of row A that follow
+    are dropped: nothing about A ever reaches the consumer, so without message numbers the
+    client would keep A's old value for ever. The listener's announcement of A's group's last
+    number (2-4 s later) shows the consumer the gap; it re-reads, and the client gets A's
+    last value."""
+    prefix = f"pgobserve-drop-{uuid.uuid4().hex[:8]}"
+    with stack(
+        pg,
+        redis_server,
+        PGOBSERVE_TEST_LAYER_CAPACITY=str(TINY_CAPACITY),
+        PGOBSERVE_TEST_REDIS_PREFIX=prefix,
+    ) as daphne:
+        pks = seed(pg)
+        row_a = pks[0]
+        group_a = groups.group_for_pk("tasks_task", row_a, conf.shards())
+        row_b = next(pk for pk in pks if groups.group_for_pk("tasks_task", pk, conf.shards())
+                     != group_a)  # fmt: skip
+        group_b = groups.group_for_pk("tasks_task", row_b, conf.shards())
+        # The probe: a channel of the test in both groups, to know when the listener has
+        # sent (or dropped) each change to daphne's channel too.
+        probe = RedisChannelLayer(hosts=[{"address": redis_server.url}], prefix=prefix)
+        probe_channel = await probe.new_channel(prefix="probe")
+        await probe.group_add(group_a, probe_channel)
+        await probe.group_add(group_b, probe_channel)
+        store = redis.asyncio.from_url(redis_server.url)
+        stopped = False
+        try:
+            async with websockets.connect(
+                f"ws://127.0.0.1:{daphne.port}/ws/tasks/", open_timeout=TIMEOUT
+            ) as ws:
+                for pk, request_id in ((row_a, "a"), (row_b, "b")):
+                    await ws.send(json.dumps({"action": "subscribe_instance", "pk": pk,
+                                              "request_id": request_id}))  # fmt: skip
+                    reply = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                    assert reply["response_status"] == 201, reply
+                # The consumer's first message of each group: where it counts from.
+                for pk, request_id, group in ((row_a, "a", group_a), (row_b, "b", group_b)):
+                    await update_title(pg, pk, f"{request_id}0", probe, probe_channel, group)
+                    await push_of(ws, request_id, f"{request_id}0")
+
+                os.kill(daphne.proc.pid, signal.SIGSTOP)
+                stopped = True
+                daphne_key, filled = None, 0
+                while daphne_key is None or await store.zcard(daphne_key) < TINY_CAPACITY:
+                    filled += 1
+                    assert filled <= TINY_CAPACITY + 5, "daphne's channel does not fill up"
+                    await update_title(pg, row_b, f"b{filled}", probe, probe_channel, group_b)
+                    keys = [key async for key in store.scan_iter(match=f"{prefix}specific.*!")]
+                    daphne_key = keys[0] if len(keys) == 1 else None
+                for n in range(1, 4):
+                    await update_title(pg, row_a, f"a{n}", probe, probe_channel, group_a)
+                # Sent, and dropped: no change of A's group is in daphne's channel.
+                held = [probe.deserialize(m) for m in await store.zrange(daphne_key, 0, -1)]
+                assert len(held) == TINY_CAPACITY
+                assert not [
+                    m for m in held if m["type"] == "pgobserve.change" and m["group"] == group_a
+                ], held
+
+                os.kill(daphne.proc.pid, signal.SIGCONT)
+                stopped = False
+                await push_of(ws, "a", "a3", timeout=10)
+                await asyncio.to_thread(
+                    daphne.wait_for, f"missed change messages of {group_a}", TIMEOUT
+                )
+        finally:
+            if stopped:
+                os.kill(daphne.proc.pid, signal.SIGCONT)
+            await store.aclose()
+            await probe.flush()
+
+
+async def update_title(pg, pk: int, title: str, probe, channel: str, group: str) -> None:
+    """Commit a new title for task ``pk`` and wait until the listener sent its change to
+    ``group`` (the probe got it): one commit, one message."""
+    await asyncio.to_thread(pg_execute, pg, "UPDATE tasks_task SET title = %s WHERE id = %s",
+                            [title, pk])  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"the listener sent no change of {pk} to {group}"
+        message = await asyncio.wait_for(probe.receive(channel), remaining)
+        if message["type"] == "pgobserve.change" and message["group"] == group:
+            if pk in (message["pks"] or ()):
+                return
+
+
+def pg_execute(pg, query: str, params: list) -> None:
+    with pg.connect() as conn:
+        conn.execute(query, params)
+
+
+async def push_of(ws, request_id: str, title: str, timeout: float = TIMEOUT) -> None:
+    """Read pushes until the one of ``request_id`` with ``title``; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no push of {title!r} to {request_id!r} within {timeout}s"
+        try:
+            message = json.loads(await asyncio.wait_for(ws.recv(), remaining))
+        except asyncio.TimeoutError:
+            continue
+        assert message["errors"] == [], message
+        if message["request_id"] == request_id and (message["data"] or {}).get("title") == title:
+            return
