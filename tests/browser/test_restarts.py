@@ -19,6 +19,7 @@ from .conftest import (
     RECONNECT_MS,
     REDIS_ONLY,
     WAIT_MS,
+    card,
     expect_board,
     insert_task,
     rows_of,
@@ -107,6 +108,9 @@ def busy_board(open_board, make_account, psql) -> tuple[Any, Any, list[int]]:
 def test_daphne_restart_while_rows_change(example, open_board, make_account, psql, conninfo):
     ada, page, pks = busy_board(open_board, make_account, psql)
     connection = page.locator("#connection")
+    # The detail pane's live row converges too (the writer never deletes the first task).
+    card(page, pks[0]).locator('[data-testid="task-title"]').click()
+    expect(page.locator("#detail")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     writer = Writer(conninfo, ada.projects[0], pks)
     try:
         writer.wait_commits(3)
@@ -123,6 +127,11 @@ def test_daphne_restart_while_rows_change(example, open_board, make_account, psq
     expect_board(page, rows_of(psql, ada))
     assert page.evaluate("window.__marker") == 1, "the page was reloaded"
     assert page.evaluate("window.__states")[-2:] == ["reconnecting", "open"]
+    title, done = psql.execute(
+        "SELECT title, done FROM tasks_task WHERE id = %s", [pks[0]]
+    ).fetchone()
+    expect(page.locator("#detail-title")).to_have_value(title, timeout=WAIT_MS)
+    expect(page.locator("#detail-done")).to_be_checked(checked=done, timeout=WAIT_MS)
     expect(page.locator("#session-ended")).to_be_hidden(timeout=WAIT_MS)
 
 
