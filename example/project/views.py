@@ -34,7 +34,7 @@ def psql_hints(project: Project | None) -> list[dict[str, str]]:
             "id": "psql-toggle",
             "label": "Move a task between Open and Done",
             "command": database.psql_command(
-                f"UPDATE tasks_task SET done = NOT done WHERE id = {PK}"
+                f"UPDATE tasks_task SET done = NOT done, updated_at = now() WHERE id = {PK}"
             ),
         }
     ]

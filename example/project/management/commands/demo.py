@@ -105,7 +105,10 @@ class Command(BaseCommand):
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host  # all interfaces
         base = f"{shown}:{port}"
         pk = task.pk if task else 1
-        update = f"UPDATE tasks_task SET title = 'Changed in psql', done = NOT done WHERE id = {pk}"
+        update = (
+            "UPDATE tasks_task SET title = 'Changed in psql', done = NOT done,"
+            f" updated_at = now() WHERE id = {pk}"
+        )
         delete = f"DELETE FROM tasks_task WHERE id = {pk}"
         lines = [
             "",

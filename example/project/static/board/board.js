@@ -410,6 +410,7 @@ function openDetail(pk) {
 }
 
 function closeDetail({ restoreFocus = true } = {}) {
+  disarm(); // a Delete armed for this task must not carry over to the next one
   if (!detail) return;
   const { row, returnFocus } = detail;
   detail = null;
