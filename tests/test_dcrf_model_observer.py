@@ -1,3 +1,4 @@
+# ruff: noqa: F841  (upstream's test bodies keep their unused variables)
 """DCRF's tests/test_model_observer.py (the instance mixin, many-to-many included), on
 pgobserve, in-process as upstream: consumers defined in the tests, WebsocketCommunicator,
 the in-memory layer.
