@@ -27,10 +27,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.db import connections
 from django.db.models import Model
 
-from .. import conf, feed_connection, groups, sql
+from .. import conf, groups, sql
 from ..payload import Change
 from ..watches import CONNECTION_ERRORS, database_outage
 from .model_observer import Action, ModelObserver, live_observers
@@ -120,13 +121,6 @@ class ObserverFeed:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        feed_connection.hold()  # its reads keep one connection (feed_connection.py)
-        try:
-            await self._loop()
-        finally:
-            await feed_connection.release()
-
-    async def _loop(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY)
@@ -138,7 +132,7 @@ class ObserverFeed:
             self.idle.set()
             if self._sweep_until > time.monotonic() >= self._next_sweep:
                 try:
-                    await feed_connection.reads(self.sweep, self.alias)()
+                    await database_sync_to_async(self.sweep)()
                 except CONNECTION_ERRORS:
                     pass  # the next round sweeps
                 except Exception:
@@ -147,7 +141,7 @@ class ObserverFeed:
     async def _handle(self, batch: list[Change]) -> None:
         while True:
             try:
-                events = await feed_connection.reads(self.events, self.alias)(batch)
+                events = await database_sync_to_async(self.events)(batch)
                 break
             except CONNECTION_ERRORS as exc:
                 # The database is away: wait for it (the process's probe logs the outage
