@@ -24,14 +24,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sql import PAYLOAD_LIMIT, payload_header
+from .sql import MAX_XID, PAYLOAD_LIMIT, payload_header
 
 OPS = frozenset("IUDT")
 #: The keys of a v1 payload, all required; a table that keeps old rows adds ``"x"``.
 KEYS = frozenset({"v", "t", "op", "pk"})
 KEYS_WITH_XID = KEYS | {"x"}
-#: The largest transaction id (an xid8, 64 bits).
-MAX_XID = 2**64 - 1
 #: Longest table name accepted: a ``db_table`` is an identifier (63 bytes in the catalog,
 #: a few times that with a schema or before PostgreSQL cuts it), never close to this.
 MAX_TABLE_CHARS = 1000

@@ -37,8 +37,8 @@ COMMENT_PREFIX = "pgobserve:"
 #: transient), keyed by transaction id. The payloads of such a table carry that id.
 OLD_ROWS = "pgobserve_old_row"
 
-#: The widest text of a transaction id (an xid8, at most 20 digits) in a payload.
-_XID_WIDTH = 20
+#: The largest transaction id (an xid8, 64 bits): the widest ``"x"`` a payload makes room for.
+MAX_XID = 2**64 - 1
 
 #: PostgreSQL keeps the first NAMEDATALEN - 1 bytes of an identifier and drops the rest.
 NAME_MAX_BYTES = 63
@@ -168,7 +168,7 @@ def _frame(spec: TableSpec, op: str) -> tuple[str, int, str]:
         header = payload_header(spec.table, _OP_CODES[op])
         budget = PAYLOAD_LIMIT - len(header.encode()) - len("]}")
         return quote_literal(header), budget, quote_literal(header[: -len("[")] + "null}")
-    widest = payload_header(spec.table, _OP_CODES[op], 10**_XID_WIDTH - 1)
+    widest = payload_header(spec.table, _OP_CODES[op], MAX_XID)
     budget = PAYLOAD_LIMIT - len(widest.encode()) - len("]}")
     start, end = payload_header(spec.table, _OP_CODES[op], 0).split('"x":0', 1)
     start = quote_literal(start + '"x":') + " || tx_id"
