@@ -20,12 +20,12 @@ from django.http import Http404
 from rest_framework.generics import get_object_or_404
 from rest_framework.serializers import Serializer
 
-from . import conf, groups, inputs, registry, relations, shared
+from . import conf, feed_connection, groups, inputs, registry, relations, shared
 from .consumers import AsyncAPIConsumer, BadRequest, required
 from .permissions import may_refuse
 from .watches import Watch
 
-__all__ = ["GenericAsyncAPIConsumer", "in_snapshot", "snapshot"]
+__all__ = ["GenericAsyncAPIConsumer", "in_feed_snapshot", "in_snapshot", "snapshot"]
 
 W = TypeVar("W", bound=Watch)
 R = TypeVar("R")
@@ -66,15 +66,26 @@ def snapshot() -> Iterator[None]:
         yield
 
 
-def in_snapshot(read: Callable[..., R]) -> Callable[..., Awaitable[R]]:
-    """``database_sync_to_async(read)`` with all of ``read``'s statements in one
-    ``snapshot()``: a consumer's override of a read method is covered with what it calls."""
-
+def _snapshotted(read: Callable[..., R]) -> Callable[..., R]:
     def read_in_snapshot(*args: Any, **kwargs: Any) -> R:
         with snapshot():
             return read(*args, **kwargs)
 
-    return database_sync_to_async(read_in_snapshot)
+    return read_in_snapshot
+
+
+def in_snapshot(read: Callable[..., R]) -> Callable[..., Awaitable[R]]:
+    """``database_sync_to_async(read)`` with all of ``read``'s statements in one
+    ``snapshot()``: a consumer's override of a read method is covered with what it calls.
+    For a client's action, a request: the thread's connection, Django's rules."""
+    return database_sync_to_async(_snapshotted(read))
+
+
+def in_feed_snapshot(read: Callable[..., R]) -> Callable[..., Awaitable[R]]:
+    """``in_snapshot`` for a push's re-read, on the connection pgobserve keeps for its
+    change feed (``feed_connection.py``): no new connection per push with
+    ``CONN_MAX_AGE = 0``."""
+    return feed_connection.reads(_snapshotted(read))
 
 
 class GenericAsyncAPIConsumer(AsyncAPIConsumer):
@@ -96,6 +107,14 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     #: tables of the model's m2m fields whenever it follows relations (``observe_related``),
     #: so None (unset) and True behave alike; an explicit False stops only that.
     observer_many_to_many_relationships: bool | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """While a consumer runs, pgobserve keeps its push connection open."""
+        feed_connection.hold()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await feed_connection.release()
 
     def get_queryset(self, **kwargs: Any) -> QuerySet:
         assert self.queryset is not None, (
@@ -242,7 +261,9 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     async def read_rows_batch(self, pks: list[Any], batches: frozenset | None) -> dict[str, Any]:
         """``read_rows`` for a batch of changes (see ``read_for_batch``)."""
         key = ("rows", tuple(sorted(groups.pk_key(pk) for pk in pks)))
-        return await self.read_for_batch(batches, key, lambda: in_snapshot(self.read_rows)(pks))
+        return await self.read_for_batch(
+            batches, key, lambda: in_feed_snapshot(self.read_rows)(pks)
+        )
 
     def serialize_many(self, instances: list[Model], action: str = "update") -> list[Any]:
         """Serialized data of each instance, in order.
@@ -264,7 +285,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     def read_rows(self, pks: list[Any], action: str = "update") -> dict[str, Any]:
         """pk_key → serialized data of those of ``pks`` still in the queryset: one query.
-        Pushes run it in one snapshot (``in_snapshot``) with what the serializer reads."""
+        Pushes run it in one snapshot (``in_feed_snapshot``) with what the serializer reads."""
         call = {"action": action}
         queryset = self.filter_queryset(self.get_queryset(**call), **call)
         found: dict[str, Any] = {}

@@ -31,7 +31,7 @@ from .budgets import ensure_room
 from .consumers import BadRequest, required
 from .decorators import action
 from .filters import build_q
-from .generics import in_snapshot
+from .generics import in_feed_snapshot, in_snapshot
 from .instances import request_key
 from .permissions import may_refuse
 from .watches import Watch
@@ -112,7 +112,7 @@ class QuerySubscriptions(Watch):
         of one committed state), once per process for consumers of a class with
         ``share_reads`` (same batch, same query)."""
         method = "read_query" if kind == "query" else "read_query_matches"
-        read = in_snapshot(getattr(self.consumer, method))
+        read = in_feed_snapshot(getattr(self.consumer, method))
         return await self.consumer.read_for_batch(
             batches, (kind, self.table, key), lambda: read(*args)
         )

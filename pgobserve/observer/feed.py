@@ -27,11 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db import connections
 from django.db.models import Model
 
-from .. import conf, groups, sql
+from .. import conf, feed_connection, groups, sql
 from ..payload import Change
 from ..watches import CONNECTION_ERRORS, database_outage
 from .model_observer import Action, ModelObserver, live_observers
@@ -121,6 +120,13 @@ class ObserverFeed:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        feed_connection.hold()  # its reads keep one connection (feed_connection.py)
+        try:
+            await self._loop()
+        finally:
+            await feed_connection.release()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY)
@@ -132,7 +138,7 @@ class ObserverFeed:
             self.idle.set()
             if self._sweep_until > time.monotonic() >= self._next_sweep:
                 try:
-                    await database_sync_to_async(self.sweep)()
+                    await feed_connection.reads(self.sweep, self.alias)()
                 except CONNECTION_ERRORS:
                     pass  # the next round sweeps
                 except Exception:
@@ -141,7 +147,7 @@ class ObserverFeed:
     async def _handle(self, batch: list[Change]) -> None:
         while True:
             try:
-                events = await database_sync_to_async(self.events)(batch)
+                events = await feed_connection.reads(self.events, self.alias)(batch)
                 break
             except CONNECTION_ERRORS as exc:
                 # The database is away: wait for it (the process's probe logs the outage
