@@ -2,6 +2,7 @@
 
     python bench/bench_ws.py [--updates 300] [--clients 1000] [--rows 100000]
                              [--moves 30] [--only related,observer]
+                             [--conn-max-age 0] [--pool]
 
 Runs the benchmark site (bench/benchsite) under daphne on a free port against the bench
 PostgreSQL (``PGOBSERVE_BENCH_DSN``, else the embedded server), in two modes:
@@ -14,7 +15,9 @@ Prints latency (p50/p99) per path, 1,000 clients on one row, a 100k-row UPDATE w
 100 instance + 10 query subscribers, changes lost across a listener kill/restart, a board's
 ownership change moving its 50 cards between two per-owner query subscriptions, and model
 observer events (pgobserve's ``model_observer`` against DCRF's). ``--only`` runs some of
-these scenarios: latency, fanout, bulk, restart, related, observer.
+these scenarios: latency, fanout, bulk, restart, related, observer. ``--conn-max-age``
+sets the site's ``CONN_MAX_AGE`` (0: Django's default; default: none, persistent);
+``--pool`` turns on Django 5.1's connection pool (with ``--conn-max-age 0``; psycopg-pool).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def bench_dsn(base: str) -> str:
 
 def child_env(layer: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent)])
+    extra = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent), *extra])
     env["DJANGO_SETTINGS_MODULE"] = "benchsite.settings"
     env["BENCH_LAYER"] = layer
     env["PGOBSERVE_BENCH_DB"] = DB
@@ -489,6 +493,14 @@ def scenarios(text: str) -> list[str]:
     return chosen
 
 
+def conn_max_age(text: str) -> str:
+    if text.lower() == "none":
+        return "none"
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("seconds (0, 600, ...) or none")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=300)
@@ -499,8 +511,20 @@ def main() -> None:
     parser.add_argument(
         "--only", type=scenarios, default=list(SCENARIOS), help=", ".join(SCENARIOS)
     )
+    parser.add_argument(
+        "--conn-max-age",
+        type=conn_max_age,
+        default="none",
+        help="the site's CONN_MAX_AGE in seconds, or none (persistent, the default)",
+    )
+    parser.add_argument(
+        "--pool", action="store_true", help="Django's connection pool (OPTIONS pool)"
+    )
     parser.add_argument("--mode", choices=["memory", "redis"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Read by benchsite/settings.py, in this process and its children.
+    os.environ["BENCH_CONN_MAX_AGE"] = args.conn_max_age
+    os.environ["BENCH_POOL"] = "1" if args.pool else "0"
     if args.mode:  # a child run: one layer per process, since settings are per process
         print(json.dumps(run_mode(args.mode, args)))
         return
@@ -513,14 +537,18 @@ def main() -> None:
             [sys.executable, __file__, "--mode", layer, "--updates", str(args.updates),
              "--clients", str(args.clients), "--rows", str(args.rows),
              "--moves", str(args.moves), "--observer-updates", str(args.observer_updates),
-             "--only", ",".join(args.only)],
+             "--only", ",".join(args.only), "--conn-max-age", args.conn_max_age,
+             *(["--pool"] if args.pool else [])],
             env=os.environ, check=True, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         results[layer] = json.loads(done.stdout.strip().splitlines()[-1])
     with psycopg.connect(base) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
     mem, red = results["memory"], results["redis"]
-    print(f"PostgreSQL {version}; {os.cpu_count()} cores; scenarios: {', '.join(args.only)}")
+    print(
+        f"PostgreSQL {version}; {os.cpu_count()} cores; scenarios: {', '.join(args.only)};"
+        f" CONN_MAX_AGE {args.conn_max_age}{'; pool' if args.pool else ''}"
+    )
     if "latency" in args.only:
         print_table(
             f"commit -> WebSocket client latency (single-row UPDATE, one subscriber,"

@@ -25,9 +25,13 @@ INSTALLED_APPS = [
 ]
 DATABASES = {"default": django_database(os.environ["PGOBSERVE_BENCH_DSN"])}
 DATABASES["default"]["NAME"] = os.environ.get("PGOBSERVE_BENCH_DB", "pgobserve_bench")
-# Keep connections: Channels closes and reopens them around every database_sync_to_async
-# call otherwise, which costs more than the query itself.
-DATABASES["default"]["CONN_MAX_AGE"] = None
+# Persistent connections (None) unless bench_ws.py --conn-max-age says otherwise: 0 is
+# Django's default, under which Channels' database_sync_to_async closes the connection
+# after every call (pgobserve's own reads keep theirs: pgobserve/feed_connection.py).
+_max_age = os.environ.get("BENCH_CONN_MAX_AGE", "none")
+DATABASES["default"]["CONN_MAX_AGE"] = None if _max_age == "none" else int(_max_age)
+if os.environ.get("BENCH_POOL") == "1":  # Django 5.1+'s pool (needs psycopg-pool)
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = True
 ASGI_APPLICATION = "benchsite.asgi.application"
 PGOBSERVE = {
     "MODELS": ["benchsite.BenchItem", "benchsite.Card"],  # Card brings Board (its FK)
