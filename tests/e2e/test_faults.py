@@ -111,7 +111,8 @@ def stack(
         daphne.port = port
         yield daphne
         for process in started:
-            assert not unexpected_tracebacks(process.output), process.output[-3000:]
+            unexpected = unexpected_tracebacks(process.output)
+            assert not unexpected, "\n---\n".join(tb[-3000:] for tb in unexpected)
     finally:
         for process in reversed(started):
             process.stop()
@@ -123,10 +124,22 @@ def stack(
 CHANNELS_REDIS_BACKGROUND_TASK = "in _clean_receive_backup"
 
 
+#: How a traceback says it continues with the next one (one chain of exceptions).
+CHAINED = ("another exception occurred:", "the direct cause of the following exception:")
+
+
 def unexpected_tracebacks(output: str) -> list[str]:
-    """The tracebacks in a process's output, but for channels-redis's background task."""
-    found = output.split("Traceback (most recent call last):")[1:]
-    return [tb for tb in found if CHANNELS_REDIS_BACKGROUND_TASK not in tb]
+    """The tracebacks in a process's output (a chain of exceptions counts as one), but for
+    channels-redis's background task."""
+    chains: list[str] = []
+    joined = False
+    for part in output.split("Traceback (most recent call last):")[1:]:
+        if joined:
+            chains[-1] += part
+        else:
+            chains.append(part)
+        joined = part.rstrip().endswith(CHAINED)
+    return [chain for chain in chains if CHANNELS_REDIS_BACKGROUND_TASK not in chain]
 
 
 def seed(pg: ThrowawayPostgres) -> list[int]:
