@@ -35,6 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 from . import conf, groups
 from .intake import Backlog, Gate
 from .observer.feed import ObserverFeed
+from .outages import LOG_EVERY
 from .payload import TableChanges, merge
 
 logger = logging.getLogger("pgobserve.listener")
@@ -168,6 +169,8 @@ class Listener:
         self.backlog: Backlog | None = None
         #: When the channel layer stopped answering (None while it answers).
         self._layer_down_since: float | None = None
+        self._layer_down_logged = False
+        self._layer_logged_at = -LOG_EVERY
         self._stopping = asyncio.Event()
         self._run_id = secrets.token_hex(4)
         self._burst = False
@@ -495,10 +498,17 @@ class Listener:
                 return
 
     def _layer_failed(self, exc: BaseException) -> None:
-        """Log once per outage, not once per retry."""
+        """Log once per outage, not once per retry; and not again for an outage within
+        ``LOG_EVERY`` of the last one logged (a connection the layer's pool kept from
+        before a restart fails once more right after it: the same outage to a reader)."""
         if self._layer_down_since is not None:
             return
-        self._layer_down_since = time.monotonic()
+        now = time.monotonic()
+        self._layer_down_since = now
+        self._layer_down_logged = now - self._layer_logged_at >= LOG_EVERY
+        if not self._layer_down_logged:
+            return
+        self._layer_logged_at = now
         logger.warning(
             "pgobserve listener cannot reach the channel layer (%s: %s); changes are not"
             " queued meanwhile: once it answers, a resync makes every consumer re-read",
@@ -510,8 +520,9 @@ class Listener:
     def _layer_back(self) -> None:
         if self._layer_down_since is None:
             return
-        logger.info(
-            "pgobserve listener reaches the channel layer again after %.1fs; resync sent",
-            time.monotonic() - self._layer_down_since,
-        )
+        if self._layer_down_logged:
+            logger.info(
+                "pgobserve listener reaches the channel layer again after %.1fs; resync sent",
+                time.monotonic() - self._layer_down_since,
+            )
         self._layer_down_since = None
