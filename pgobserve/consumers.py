@@ -6,8 +6,9 @@ JSON, a non-object, a missing ``request_id``/``pk`` or a wrong type gets a 400 e
 and any unexpected exception is logged and answered with a 500 envelope (never a
 traceback). The socket stays open in every case.
 
-The consumer joins ``groups.RESYNC_GROUP`` on connect and routes the listener's
-``pgobserve.change`` / ``pgobserve.resync`` messages to its ``watches``.
+On connect the consumer attaches its ``watches`` to the process's ``hub.Hub``, which
+receives the listener's ``pgobserve.change`` / ``pgobserve.resync`` messages for every
+consumer of the process and hands each to the consumers it concerns.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404
 from rest_framework import exceptions
 
-from . import groups, inprocess, inputs
+from . import hub, inprocess, inputs
 from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate
 from .sendqueue import SendGate
-from .sequences import GroupSequences
 from .watches import CONNECTION_ERRORS, WatchRegistry, database_outage
 
 logger = logging.getLogger("pgobserve.consumers")
@@ -90,16 +90,16 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.groups = set(self.groups or [])
-        # One batch reaches a consumer as several messages only if it is in several groups
-        # besides the resync group (shard groups of many rows, or a table group too).
         self.send_gate = SendGate(self)
+        # One batch reaches a consumer as several messages only if it holds several feed
+        # groups (shard groups of many rows, or a table group too).
         self.watches = WatchRegistry(
-            may_get_more=lambda: len(self.groups) > 2, writable=self.send_gate.writable
+            may_get_more=lambda: self.hub is not None and self.hub.held(self.watches) > 1,
+            writable=self.send_gate.writable,
         )
         self.detached_tasks: list[asyncio.Task] = []
-        #: Numbers of the change messages received, to notice those the layer dropped.
-        self.sequences = GroupSequences()
-        self.sequences_missed = 0
+        #: The process's change feed (``hub.py``), once connected.
+        self.hub: hub.Hub | None = None
 
     # connection ---------------------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
                 scope=self.scope, consumer=self, message=message
             ):
                 return False
-        self.groups.add(groups.RESYNC_GROUP)
+        await self._attach()
         await self.memberships.join_all()
         self.memberships.start()
         self.send_gate.unsent()  # finds the server's protocol now, not on the first push
@@ -165,12 +165,23 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         await self._end()
         await super().websocket_disconnect(message)  # disconnect(), then StopConsumer
 
+    async def _attach(self) -> hub.Hub:
+        """Join the process's change feed (resyncs from now on reach this consumer)."""
+        if self.hub is None:
+            self.hub = hub.hub_for(self.channel_layer)
+            self.hub.attach(self.watches)
+            await self.hub.start()
+        return self.hub
+
     async def _end(self) -> None:
         """Stop every task of this consumer and leave its groups (idempotent)."""
         await self.watches.close()
         for task in list(self.detached_tasks):
             task.cancel()
         await asyncio.gather(*self.detached_tasks, return_exceptions=True)
+        if self.hub is not None:
+            feed, self.hub = self.hub, None
+            await hub.leave(feed, self.watches)
         await self.memberships.close()
 
     def start_detached(self, coroutine: Any) -> asyncio.Task:
@@ -188,21 +199,22 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     # groups (see ``memberships.py``) ------------------------------------------------------
 
     async def add_group(self, name: str) -> None:
-        """Join a channel-layer group (kept in ``self.groups``, left when the consumer ends)."""
+        """Join a channel-layer group with this consumer's own channel (kept in
+        ``self.groups``, left when the consumer ends): its messages go to the consumer's
+        handlers (DCRF's model observer groups)."""
         await self.memberships.add(name)
 
     async def remove_group(self, name: str) -> None:
         await self.memberships.discard(name)
-        self.sequences.forget(name)
 
     async def hold_group(self, name: str) -> None:
-        """Join ``name`` for one more subscription; it is left when the last one releases it."""
-        await self.memberships.hold(name)
+        """Follow the feed group ``name`` (``groups.py``) for one more subscription,
+        through the process's hub; it is left when the last one releases it."""
+        await (await self._attach()).hold(name, self.watches)
 
     async def release_group(self, name: str) -> None:
-        await self.memberships.release(name)
-        if name not in self.groups:
-            self.sequences.forget(name)
+        if self.hub is not None:
+            await self.hub.release(name, self.watches)
 
     # the change feed ----------------------------------------------------------------------
 
@@ -217,26 +229,14 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
                 return
         await super().dispatch(message)
 
+    # The hub (``hub.py``) hands the listener's messages to ``self.watches``; these take
+    # the same messages sent to the consumer's own channel.
+
     async def pgobserve_change(self, message: dict) -> None:
-        table = message.get("table", "")
-        if self._missed("arrived", message):
-            self.watches.changed(table, None)  # re-check all it watches of the table
-        self.watches.changed(table, message.get("pks"), message.get("batch"))
+        self.watches.changed(message.get("table", ""), message.get("pks"), message.get("batch"))
 
     async def pgobserve_sequence(self, message: dict) -> None:
-        """The listener's announcement of a group's last message number."""
-        if self._missed("announced", message):
-            self.watches.resync()
-
-    def _missed(self, kind: str, message: dict) -> bool:
-        group, run, number = message.get("group"), message.get("run"), message.get("seq")
-        if not (isinstance(group, str) and isinstance(run, str) and type(number) is int):
-            return False  # a listener from before numbering
-        missed = getattr(self.sequences, kind)(group, run, number)
-        if missed:
-            self.sequences_missed += 1
-            logger.info("pgobserve consumer missed change messages of %s; re-reading", group)
-        return missed
+        pass
 
     async def pgobserve_resync(self, message: dict) -> None:
         self.watches.resync()

@@ -1,4 +1,5 @@
-"""The channel-layer groups of one consumer, kept for as long as its socket lives.
+"""The channel-layer groups of one channel (a consumer's, or its process's ``hub.Hub``),
+kept for as long as it lives.
 
 Channel layers forget a membership ``group_expiry`` seconds after it was added (a day by
 default, in channels-redis and channels' in-memory layer), and channels-redis raises on
@@ -20,7 +21,6 @@ import asyncio
 import logging
 import random
 import weakref
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +50,7 @@ def layer_outage(layer: Any) -> Outage:
 
 
 class Memberships:
-    """The groups one consumer's channel belongs to (``names``), and their upkeep."""
+    """The groups one channel belongs to (``names``), and their upkeep."""
 
     def __init__(
         self,
@@ -64,7 +64,6 @@ class Memberships:
         #: Every group the consumer means to be in, joined or (during an outage) not yet.
         self.names = names
         self._on_rejoined = on_rejoined
-        self._holds: Counter[str] = Counter()
         self._keeper: asyncio.Task | None = None
         self._recovery: asyncio.Task | None = None
         self._closed = False
@@ -94,17 +93,6 @@ class Memberships:
         except Exception as exc:
             # Not fatal: a membership left behind expires after group_expiry.
             self.layer_failed(exc)
-
-    async def hold(self, name: str) -> None:
-        """Join ``name`` for one more subscription; left when the last one releases it."""
-        self._holds[name] += 1
-        await self.add(name)
-
-    async def release(self, name: str) -> None:
-        self._holds[name] -= 1
-        if self._holds[name] <= 0:
-            del self._holds[name]
-            await self.discard(name)
 
     async def join_all(self) -> None:
         """(Re-)add every group: the first join on connect, and each refresh."""
@@ -190,7 +178,6 @@ class Memberships:
         await asyncio.gather(*tasks, return_exceptions=True)
         names = list(self.names)
         self.names.clear()
-        self._holds.clear()
         if not names:
             return
         try:

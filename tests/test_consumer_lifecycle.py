@@ -1,7 +1,8 @@
 """A consumer leaves every group it joined however it ends, and keeps its memberships fresh.
 
 In-process, with channels' ``WebsocketCommunicator`` and pgobserve's in-memory layer, whose
-``groups`` show exactly which channels are members.
+``groups`` show exactly which channels are members. The feed groups are memberships of the
+process's hub (``hub.py``), held for its consumers: the last consumer's end leaves them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from tasks.models import Project, Task
 
+from pgobserve.hub import hub_for
 from tests.e2e.consumers import AnyoneTaskConsumer as TaskConsumer
 from tests.fix_layer import wait_for
 
@@ -30,8 +32,9 @@ def memberships(layer, channel: str) -> set[str]:
     return {group for group, members in layer.groups.items() if channel in members}
 
 
-async def subscribed(consumer_class) -> tuple[WebsocketCommunicator, str]:
-    """A connected communicator with an instance and a query subscription."""
+async def subscribed(consumer_class) -> tuple[WebsocketCommunicator, str, str]:
+    """A connected communicator with an instance and a query subscription; (it, the hub's
+    channel, the consumer's own channel)."""
     project = await sync_to_async(Project.objects.create)(name="P", slug="p")
     task = await sync_to_async(Task.objects.create)(project=project, title="t")
     communicator = WebsocketCommunicator(consumer_class.as_asgi(), "/ws/tasks/")
@@ -44,26 +47,44 @@ async def subscribed(consumer_class) -> tuple[WebsocketCommunicator, str]:
         await communicator.send_json_to(request)
         assert (await communicator.receive_json_from())["response_status"] == 201
     layer = get_channel_layer()
-    channel = await wait_for(
-        lambda: next((c for g in layer.groups.values() for c in g), None), 5, "a membership"
+    feed = hub_for(layer)
+    own = await wait_for(
+        lambda: next((c for c in layer.channels if c != feed.channel), None), 5, "a channel"
     )
-    return communicator, channel
+    return communicator, feed.channel, own
 
 
 async def test_a_crashed_consumer_leaves_its_groups():
-    communicator, channel = await subscribed(CrashingTaskConsumer)
+    communicator, channel, own = await subscribed(CrashingTaskConsumer)
     layer = get_channel_layer()
     assert len(memberships(layer, channel)) == 3  # resync, the row's shard, the table
-    await layer.send(channel, {"type": "test.crash"})
+    assert memberships(layer, own) == set()
+    await layer.send(own, {"type": "test.crash"})
     with pytest.raises(RuntimeError, match="a bug in a handler"):
         await communicator.wait(5)
     assert memberships(layer, channel) == set()
 
 
 async def test_a_closed_consumer_leaves_its_groups():
-    communicator, channel = await subscribed(TaskConsumer)
+    communicator, channel, _ = await subscribed(TaskConsumer)
     layer = get_channel_layer()
     await communicator.disconnect()
+    assert memberships(layer, channel) == set()
+
+
+async def test_groups_stay_while_another_consumer_holds_them():
+    first, channel, _ = await subscribed(TaskConsumer)
+    layer = get_channel_layer()
+    second = WebsocketCommunicator(TaskConsumer.as_asgi(), "/ws/tasks/")
+    assert (await second.connect())[0]
+    await second.send_json_to({"action": "subscribe_query", "filters": {}, "request_id": 3})
+    assert (await second.receive_json_from())["response_status"] == 201
+    held = memberships(layer, channel)
+    await first.disconnect()
+    assert memberships(layer, channel) == held - {
+        g for g in held if g.rsplit(".", 1)[-1].startswith("s")
+    }  # the first's row shard left; the table and resync groups stay for the second
+    await second.disconnect()
     assert memberships(layer, channel) == set()
 
 
@@ -80,7 +101,7 @@ async def test_memberships_are_refreshed_inside_group_expiry():
 
     channel_layers.backends.pop("default", None)  # built again from the overridden settings
     try:
-        communicator, channel = await subscribed(TaskConsumer)
+        communicator, channel, _ = await subscribed(TaskConsumer)
         layer = get_channel_layer()
         joined = {group: layer.groups[group][channel] for group in memberships(layer, channel)}
 
