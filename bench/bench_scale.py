@@ -481,6 +481,7 @@ def steady(run: Run, site: ScaleSite, clients: Clients, n: int) -> dict:
     replies = clients.call(
         "wait", target, time.time() + run.args.timeout, timeout=run.args.timeout + 60
     )
+    wall = time.time() - begin  # load, then until every row's last value arrived (or timeout)
     pushes: dict[int, list[tuple[float, int]]] = {}
     for reply in replies:
         for pk, records in reply["records"]:
@@ -498,6 +499,7 @@ def steady(run: Run, site: ScaleSite, clients: Clients, n: int) -> dict:
     return {
         "sent": len(sent),
         "elapsed": elapsed,
+        "wall": wall,
         "lat": [d for _, d in lat],
         "not_delivered": lost,
         "first_p50": percentile(first, 50) if first else None,
@@ -518,6 +520,7 @@ def phase_one_row(run: Run, layer: str, processes: int, n: int, health: bool) ->
             out["connect"] = connected
             if health:
                 after = site.probes()
+                out["gc_connect"] = gc_summary([], after, before[0]["time"])
                 out["rss_before"] = [p["rss_kib"] for p in before]
                 out["rss_after"] = [p["rss_kib"] for p in after]
                 since = time.time()
@@ -569,6 +572,12 @@ def ms(seconds: float | None) -> str:
     return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
+def gc_cell(g: dict) -> str:
+    """Longest pause, p99, total paused; full (gen2) collections of all collections."""
+    return (f"max {ms(g['max'])}, p99 {ms(g['p99'])}, total {ms(g['total'])};"
+            f" gen2 {g['gen2']} of {g['count']}")  # fmt: skip
+
+
 def lat_cells(result: dict) -> tuple[str, str, str]:
     lat = result["lat"]
     if not lat:
@@ -598,16 +607,27 @@ def client_cells(result: dict) -> tuple[str, str]:
     return spread, busy
 
 
+def backlog_grew(first: float, last: float) -> bool:
+    """The last second's p50 over 1.5× the first's and 50 ms more."""
+    return last > 1.5 * first and last - first > 0.05
+
+
+def steady_cpu(result: dict) -> str:
+    if "wall" not in result:  # older JSON: CPU seconds only
+        return f"{result['server_cpu_s']:,.0f} CPU s"
+    return f"{result['server_cpu_s'] / result['wall']:.0%} of {result['wall']:,.0f} s"
+
+
 def server_busy(result: dict) -> str:
     return f"{result['server_cpu_s'] / max(result['window_s'], 1e-3):.0%}"
 
 
-def report(run: Run, version: str, commit: str) -> None:
+def report(run: Run, version: str, commit: str, when: str | None = None) -> None:
     args, res = run.args, run.results
     print(
         f"bench_scale.py on commit {commit}; PostgreSQL {version}; {os.cpu_count()} cores;"
         f" {args.clients} client processes; RLIMIT_NOFILE {raise_nofile()};"
-        f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f" {when or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     mem = {n: res.get(("memory", 1, n), {}) for n in args.sockets}
     if "fanout" in args.scenarios:
@@ -648,20 +668,20 @@ def report(run: Run, version: str, commit: str) -> None:
                 kept = s["sent"] / s["elapsed"]
                 growing = "–"
                 if s["first_p50"] is not None and s["last_p50"] is not None:
-                    ratio = s["last_p50"] / max(s["first_p50"], 1e-6)
-                    growing = (f"{'**yes**' if ratio > 3 else 'no'}: first s {ms(s['first_p50'])}"
+                    grew = backlog_grew(s["first_p50"], s["last_p50"])
+                    growing = (f"{'**yes**' if grew else 'no'}: first s {ms(s['first_p50'])}"
                                f" → last s {ms(s['last_p50'])}")  # fmt: skip
                 rows.append((f"{n:,}", f"{kept:,.0f}/s of {args.rate}/s ({s['sent']:,})",
                              ms(percentile(lat, 50)) if lat else "–",
                              ms(percentile(lat, 99)) if lat else "–",
-                             f"{s['not_delivered']:,}", growing,
-                             f"{s['server_cpu_s'] / (s['elapsed'] + 1e-9):.0%}"))  # fmt: skip
+                             f"{s['not_delivered']:,}", growing, steady_cpu(s)))  # fmt: skip
         print_table(
             f"3. steady load: {args.rate} single-row commits/s on random rows for"
             f" {args.duration:g} s, N sockets one row each (memory layer, one daphne)",
             rows,
             ("sockets", "commits made", "p50", "p99", f"not delivered within {args.timeout:g} s",
-             "backlog growing? (p50)", "daphne CPU busy (load + drain)"),
+             "backlog growing? (p50 of commits sent in the first vs last second)",
+             "daphne CPU busy (load + drain)"),
         )  # fmt: skip
     if "health" in args.scenarios:
         rows = []
@@ -671,21 +691,20 @@ def report(run: Run, version: str, commit: str) -> None:
                 continue
             before, after = h["rss_before"][0], h["rss_after"][0]
             idle, during = h["gc_idle"], h["gc_fanout"]
+            joining = h.get("gc_connect")
             rows.append((
                 f"{n:,}", f"{before / 1024:,.0f} → {after / 1024:,.0f} MiB",
                 f"{(after - before) / max(h['connect']['ok'], 1):,.1f} KiB",
                 f"{h['connect']['seconds']:,.1f} s ({h['connect']['ok']:,} ok)",
-                f"{ms(idle['max'])} / {ms(idle['p99'])} / {idle['gen2']} of {idle['count']}",
-                f"{ms(during['max'])} / {ms(during['p99'])} / {during['gen2']} of"
-                f" {during['count']}",
+                gc_cell(joining) if joining else "–", gc_cell(idle), gc_cell(during),
             ))  # fmt: skip
         print_table(
             "4. server health: one daphne process, N idle sockets with one subscribe_instance"
             f" each (GC idle over {args.idle:g} s)",
             rows,
             ("sockets", "daphne RSS before → after", "per socket",
-             "connect + subscribe all", "GC idle: max / p99 pause / gen2 of all",
-             "GC during scenario 1: max / p99 / gen2 of all"),
+             "connect + subscribe all", "GC while connecting", f"GC idle {args.idle:g} s",
+             "GC during scenario 1"),
         )  # fmt: skip
     if "processes" in args.scenarios:
         n = args.process_sockets
@@ -719,6 +738,7 @@ def chart(run: Run, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     series: dict[str, dict[int, dict]] = {}
@@ -740,6 +760,8 @@ def chart(run: Run, path: str) -> None:
     ):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("sockets")
         ax.set_ylabel("commit → push latency (ms)")
         ax.set_title(title)
@@ -799,7 +821,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50, help="connects in flight per client")
     parser.add_argument("--chart", help="write a PNG of latency against sockets (matplotlib)")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--from-json", help="print the tables (and --chart) of a --json file")
     args = parser.parse_args()  # fmt: skip
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        chart_path = args.chart
+        args = argparse.Namespace(**saved["args"])
+        run = Run(conninfo="", args=args)
+        run.results = {
+            (layer, int(p), int(n)): v
+            for key, v in saved["results"].items()
+            for layer, p, n in [key.split("-")]
+        }
+        report(run, saved["version"], saved["commit"], saved.get("when"))
+        if chart_path:
+            chart(run, chart_path)
+        return
     quick = args.quick
     args.sockets = args.sockets or ([200, 1000] if quick else [1000, 10000])
     args.processes = args.processes or [1, 2, 4]
@@ -850,11 +887,14 @@ def main() -> None:
     with psycopg.connect(base) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
     print(f"(run took {time.monotonic() - started:.0f} s)", file=sys.stderr)
-    report(run, version, commit)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report(run, version, commit, when)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({f"{k[0]}-{k[1]}-{k[2]}": v for k, v in run.results.items()})
-        )
+        saved = {
+            "args": vars(args), "version": version, "commit": commit, "when": when,
+            "results": {f"{k[0]}-{k[1]}-{k[2]}": v for k, v in run.results.items()},
+        }  # fmt: skip
+        Path(args.json).write_text(json.dumps(saved))
     if args.chart:
         chart(run, args.chart)
 
