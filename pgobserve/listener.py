@@ -426,7 +426,13 @@ class Listener:
 
         async def send(group: str, message: dict[str, Any]) -> None:
             try:
-                await layer.group_send(group, message)
+                try:
+                    await layer.group_send(group, message)
+                except Exception:
+                    # Once more, at once: a connection the layer's pool kept from before a
+                    # Redis restart fails its first command. (A message sent twice is
+                    # harmless: its number shows the second is not a gap.)
+                    await layer.group_send(group, message)
             finally:
                 slots.release()
             if message["type"] == "pgobserve.change":
