@@ -207,14 +207,15 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     async def remove_group(self, name: str) -> None:
         await self.memberships.discard(name)
 
-    async def hold_group(self, name: str) -> None:
+    async def hold_group(self, name: str, key: str | None = None) -> None:
         """Follow the feed group ``name`` (``groups.py``) for one more subscription,
-        through the process's hub; it is left when the last one releases it."""
-        await (await self._attach()).hold(name, self.watches)
+        through the process's hub: all its messages, or (``key``, a ``groups.pk_key``)
+        those naming that row. It is left when the last hold is released."""
+        await (await self._attach()).hold(name, self.watches, key)
 
-    async def release_group(self, name: str) -> None:
+    async def release_group(self, name: str, key: str | None = None) -> None:
         if self.hub is not None:
-            await self.hub.release(name, self.watches)
+            await self.hub.release(name, self.watches, key)
 
     # the change feed ----------------------------------------------------------------------
 

@@ -9,6 +9,10 @@ subscriptions need, counted per consumer, and each message it receives is handed
 plain call. The layer carries one message per process; the consumers' reads, shared reads
 (``share_reads``) and pushes are unchanged.
 
+A hold may name the one row it is for (an instance subscription, a socket's session): such a
+consumer is called only for messages that name that row's pk. A single-row change then wakes
+the consumers watching that row, not the ~1/64 of all row watchers that share its shard.
+
 The hub also keeps what each consumer kept before:
 
 * message numbers (``sequences.py``): a gap in a group's numbers makes every consumer
@@ -56,6 +60,12 @@ class Hub:
         self.members: set[FeedMember] = set()
         #: group → consumer → subscriptions of that consumer needing the group.
         self._holders: dict[str, Counter[FeedMember]] = {}
+        #: consumer → how many groups it holds.
+        self._groups_held: Counter[FeedMember] = Counter()
+        #: group → consumer → holds for every message of the group (no row named).
+        self._whole: dict[str, Counter[FeedMember]] = {}
+        #: group → pk_key → consumer → holds for the messages naming that row.
+        self._rows: dict[str, dict[str, Counter[FeedMember]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.sequences = GroupSequences()
         #: Change messages found missing (dropped or expired in the layer).
@@ -106,23 +116,42 @@ class Hub:
         self.members.discard(member)
         for group, holders in list(self._holders.items()):
             if holders.pop(member, 0):
+                self._groups_held.pop(member, None)
+                _drop(self._whole, group, member)
+                for key in [k for k, found in self._rows.get(group, {}).items() if member in found]:
+                    _drop(self._rows[group], key, member)
+                if not self._rows.get(group, True):
+                    del self._rows[group]
                 await self._sync(group)
 
-    async def hold(self, group: str, member: FeedMember) -> None:
-        """``member`` needs ``group`` for one more subscription. Returns once the hub's
+    async def hold(self, group: str, member: FeedMember, key: str | None = None) -> None:
+        """``member`` needs ``group`` for one more subscription: every message of it, or
+        (``key``: a ``groups.pk_key``) those naming that row. Returns once the hub's
         channel is in the group (also when another consumer's join is still under way),
         so a change committed after it reaches the member."""
         await self.start()
-        self._holders.setdefault(group, Counter())[member] += 1
+        holders = self._holders.setdefault(group, Counter())
+        if not holders[member]:
+            self._groups_held[member] += 1
+        holders[member] += 1
+        if key is None:
+            self._whole.setdefault(group, Counter())[member] += 1
+        else:
+            self._rows.setdefault(group, {}).setdefault(key, Counter())[member] += 1
         await self._sync(group)
 
-    async def release(self, group: str, member: FeedMember) -> None:
-        holders = self._holders.get(group)
-        if holders is None or holders[member] <= 0:
+    async def release(self, group: str, member: FeedMember, key: str | None = None) -> None:
+        """Give back one ``hold(group, member, key)``."""
+        holds = self._whole if key is None else self._rows.get(group, {})
+        if not _drop(holds, group if key is None else key, member, 1):
             return
-        holders[member] -= 1
-        if holders[member] <= 0:
-            del holders[member]
+        if key is not None and not self._rows.get(group, True):
+            del self._rows[group]
+        _drop(self._holders, group, member, 1)
+        if member not in self._holders.get(group, ()):
+            self._groups_held[member] -= 1
+            if self._groups_held[member] <= 0:
+                del self._groups_held[member]
         await self._sync(group)
 
     async def _sync(self, group: str) -> None:
@@ -142,7 +171,7 @@ class Hub:
 
     def held(self, member: FeedMember) -> int:
         """How many groups ``member`` holds (one batch may reach it as that many messages)."""
-        return sum(1 for holders in self._holders.values() if member in holders)
+        return self._groups_held[member]
 
     # receiving --------------------------------------------------------------------------
 
@@ -166,15 +195,31 @@ class Hub:
         if not holders:
             return  # a group just left, or not a feed message
         if kind == "pgobserve.change":
-            table, pks = message.get("table", ""), message.get("pks")
-            missed = self._missed("arrived", message)
-            for member in list(holders):
-                if missed:
+            table, pks, batch = message.get("table", ""), message.get("pks"), message.get("batch")
+            if self._missed("arrived", message) or not isinstance(pks, list):
+                for member in list(holders):
                     member.changed(table, None)  # re-check all it watches of the table
-                member.changed(table, pks, message.get("batch"))
+                    member.changed(table, pks if isinstance(pks, list) else None, batch)
+                return
+            for member in list(self._whole.get(group, ())):
+                member.changed(table, pks, batch)
+            for member, named in self._named(group, pks).items():
+                if member not in self._whole.get(group, ()):
+                    member.changed(table, named, batch)
         elif kind == "pgobserve.sequence" and self._missed("announced", message):
             for member in list(holders):
                 member.resync()
+
+    def _named(self, group: str, pks: list[Any]) -> dict[FeedMember, list[Any]]:
+        """The consumers holding rows of ``group`` among ``pks``, with those pks."""
+        rows = self._rows.get(group)
+        found: dict[FeedMember, list[Any]] = {}
+        if not rows:
+            return found
+        for pk in pks:
+            for member in rows.get(groups.pk_key(pk), ()):
+                found.setdefault(member, []).append(pk)
+        return found
 
     def _missed(self, kind: str, message: dict[str, Any]) -> bool:
         group, run, number = message.get("group"), message.get("run"), message.get("seq")
@@ -189,6 +234,20 @@ class Hub:
     def _resync_all(self) -> None:
         for member in list(self.members):
             member.resync()
+
+
+def _drop(holds: dict[str, Counter[FeedMember]], name: str, member: FeedMember, n: int = 0) -> bool:
+    """Take ``n`` holds (0: all) of ``member`` off ``holds[name]``, dropping emptied
+    entries; False if it had none."""
+    found = holds.get(name)
+    if not found or found[member] <= 0:
+        return False
+    found[member] = found[member] - n if n else 0
+    if found[member] <= 0:
+        del found[member]
+    if not found:
+        del holds[name]
+    return True
 
 
 #: event loop → channel layer → its hub.

@@ -84,7 +84,7 @@ class SocketIdentity:
             self.consumer.watches.add(watch)
             # A hold, not a plain add: an instance subscription to a row of the same shard
             # releasing its hold must not take this membership with it.
-            await self.consumer.hold_group(watch.group())
+            await self.consumer.hold_group(watch.group(), watch.key)
         await self.check()
 
     def still_valid(self) -> bool:

@@ -96,7 +96,7 @@ class InstanceSubscriptions(Watch):
         if self.joined is None:
             self.joined = await database_sync_to_async(self.consumer.joined_tables)()
         await self.consumer.follow_joins(self.table, self.joined)
-        await self.consumer.hold_group(self.group(pk))
+        await self.consumer.hold_group(self.group(pk), groups.pk_key(pk))
         if self.wide:
             return
         shards = {self.group(row.pk) for row in self.rows.values()} | {self.group(pk)}
@@ -104,14 +104,14 @@ class InstanceSubscriptions(Watch):
             holds = [row.pk for row in self.rows.values() for _ in row.subscriptions]
             holds.append(pk)  # the subscription being made
             table = groups.table_group(self.table)
-            for _ in holds:
-                await self.consumer.hold_group(table)
             for held_pk in holds:
-                await self.consumer.release_group(self.group(held_pk))
+                await self.consumer.hold_group(table, groups.pk_key(held_pk))
+            for held_pk in holds:
+                await self.consumer.release_group(self.group(held_pk), groups.pk_key(held_pk))
             self.wide = True
 
     async def leave(self, pk: Any) -> None:
-        await self.consumer.release_group(self.group(pk))
+        await self.consumer.release_group(self.group(pk), groups.pk_key(pk))
         await self.consumer.unfollow_joins(self.table, self.joined or [])
 
     async def remove(self, lookup_key: str, request_id: Any = None, everyone: bool = False) -> int:

@@ -194,3 +194,71 @@ async def test_hubs_are_per_layer(layer):
     assert hub_for(layer) is hub_for(layer)
     assert hub_for(layer) is not hub_for(other)
     assert isinstance(hub_for(other), Hub)
+
+
+async def test_a_row_hold_is_called_only_for_messages_naming_its_row(layer):
+    """A single-row change wakes the consumers watching that row, not every consumer with a
+    row in the same shard; a holder of the whole group gets every pk."""
+    hub = hub_for(layer)
+    row7, row8, whole = Member(), Member(), Member()
+    for member in (row7, row8, whole):
+        hub.attach(member)
+    await hub.hold(G, row7, "7")
+    await hub.hold(G, row8, "8")
+    await hub.hold(G, whole)
+    hub.deliver(change(G, 1, [7, 9]))
+    assert row7.calls == [("changed", "t", [7], "r1.1")]
+    assert row8.calls == []
+    assert whole.calls == [("changed", "t", [7, 9], "r1.1")]
+    await hub.release(G, row7, "7")
+    hub.deliver(change(G, 2, [7, 8]))
+    assert len(row7.calls) == 1
+    assert row8.calls == [("changed", "t", [8], "r1.2")]
+    for member in (row7, row8, whole):
+        await leave(hub, member)
+
+
+async def test_a_gap_or_a_truncate_reaches_every_row_holder_of_the_group(layer):
+    hub = hub_for(layer)
+    row7, row8 = Member(), Member()
+    hub.attach(row7)
+    hub.attach(row8)
+    await hub.hold(G, row7, "7")
+    await hub.hold(G, row8, "8")
+    hub.deliver(change(G, 1, [7]))
+    hub.deliver(change(G, 3, [7]))  # 2 was dropped: it may have named row 8
+    assert ("changed", "t", None, None) in row8.calls
+    row8.calls.clear()
+    hub.deliver(
+        {
+            "type": "pgobserve.change",
+            "table": "t",
+            "pks": None,
+            "batch": "r1.4",
+            "group": G,
+            "run": "r1",
+            "seq": 4,
+        }  # fmt: skip
+    )  # TRUNCATE: unknown rows
+    assert row8.calls[0] == ("changed", "t", None, None)
+    await leave(hub, row7)
+    await leave(hub, row8)
+
+
+async def test_row_holds_are_counted_and_left_with_the_last(layer):
+    hub = hub_for(layer)
+    a = Member()
+    hub.attach(a)
+    await hub.hold(G, a, "7")
+    await hub.hold(G, a, "7")  # two request_ids on one row
+    await hub.hold(G, a, "8")
+    assert hub.held(a) == 1
+    await hub.release(G, a, "7")
+    await hub.release(G, a, "8")
+    hub.deliver(change(G, 1, [7]))
+    assert a.calls == [("changed", "t", [7], "r1.1")]
+    await hub.release(G, a, "7")
+    assert members_of(layer, hub.channel) == {groups.RESYNC_GROUP}
+    assert hub.held(a) == 0
+    await hub.release(G, a, "7")  # one too many: ignored
+    await leave(hub, a)
