@@ -67,6 +67,7 @@ class Memberships:
         self._keeper: asyncio.Task | None = None
         self._recovery: asyncio.Task | None = None
         self._closed = False
+        self._keeping = False
 
     # joining and leaving --------------------------------------------------------------
 
@@ -75,6 +76,8 @@ class Memberships:
         if name in self.names:
             return
         self.names.add(name)
+        if self._keeping:
+            self.start()
         if self.recovering:
             return
         try:
@@ -105,8 +108,10 @@ class Memberships:
     # upkeep ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Keep the memberships fresh, well inside the layer's ``group_expiry``."""
-        if self._keeper is None:
+        """Keep the memberships fresh, well inside the layer's ``group_expiry``: from now,
+        or from the first group (a consumer without groups of its own has no task)."""
+        self._keeping = True
+        if self._keeper is None and self.names and not self._closed:
             self._keeper = asyncio.ensure_future(self._keep())
 
     async def _keep(self) -> None:

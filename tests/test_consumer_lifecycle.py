@@ -88,6 +88,14 @@ async def test_groups_stay_while_another_consumer_holds_them():
     assert memberships(layer, channel) == set()
 
 
+class OwnGroupTaskConsumer(TaskConsumer):
+    """Joins a group of its own channel on connect, as DCRF's model observers do."""
+
+    async def connect(self) -> None:
+        await super().connect()
+        await self.add_group("own.group")
+
+
 @override_settings(
     CHANNEL_LAYERS={
         "default": {
@@ -101,15 +109,21 @@ async def test_memberships_are_refreshed_inside_group_expiry():
 
     channel_layers.backends.pop("default", None)  # built again from the overridden settings
     try:
-        communicator, channel, _ = await subscribed(TaskConsumer)
+        communicator, channel, own = await subscribed(OwnGroupTaskConsumer)
         layer = get_channel_layer()
-        joined = {group: layer.groups[group][channel] for group in memberships(layer, channel)}
+        joined = {
+            (group, member): layer.groups[group][member]
+            for member in (channel, own)
+            for group in memberships(layer, member)
+        }
+        assert ("own.group", own) in joined and len(joined) == 4
 
         def all_refreshed() -> bool:
-            return all(layer.groups[group][channel] > joined[group] for group in joined)
+            return all(layer.groups[g][member] > at for (g, member), at in joined.items())
 
         # Refreshed at 30-45% of group_expiry, so well before the 2 s are up.
         await wait_for(all_refreshed, 1.5, "every membership re-added")
         await communicator.disconnect()
+        assert memberships(layer, own) == set()
     finally:
         channel_layers.backends.pop("default", None)
