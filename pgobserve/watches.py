@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -86,12 +86,14 @@ class WatchRegistry:
         #: Waits while the socket's send queue is congested; False: the socket was closed
         #: for not reading (``sendqueue.SendGate``). Changes keep merging meanwhile.
         self._writable = writable
-        self._watches: dict[str, list[Watch]] = defaultdict(list)
+        # Plain dicts, not defaultdicts: an empty dict is not tracked by the garbage
+        # collector, and most of these stay empty on an idle socket.
+        self._watches: dict[str, list[Watch]] = {}
         self._pending: dict[str, dict[str, Any] | None] = {}
-        self._batches: dict[str, set[str | None]] = defaultdict(set)
+        self._batches: dict[str, set[str | None]] = {}
         #: Joined table → {watched table: subscriptions following it}: a change of a table
         #: a queryset joins re-checks everything watched on its own table (``relations.py``).
-        self._routes: dict[str, Counter[str]] = defaultdict(Counter)
+        self._routes: dict[str, Counter[str]] = {}
         self._task: asyncio.Task | None = None
         self._arrivals = 0
         #: Failed flushes in a row (0: healthy).
@@ -99,8 +101,9 @@ class WatchRegistry:
         self.lock = asyncio.Lock()
 
     def add(self, watch: Watch) -> None:
-        if watch not in self._watches[watch.table]:
-            self._watches[watch.table].append(watch)
+        watches = self._watches.setdefault(watch.table, [])
+        if watch not in watches:
+            watches.append(watch)
 
     def remove(self, watch: Watch) -> None:
         if watch in self._watches.get(watch.table, []):
@@ -116,7 +119,7 @@ class WatchRegistry:
 
     def route(self, joined: str, table: str) -> None:
         """Changes of ``joined`` re-check everything watched on ``table`` (one more hold)."""
-        self._routes[joined][table] += 1
+        self._routes.setdefault(joined, Counter())[table] += 1
 
     def unroute(self, joined: str, table: str) -> None:
         routes = self._routes.get(joined)
@@ -134,7 +137,7 @@ class WatchRegistry:
             if routed:
                 self._arrived()
             return
-        self._batches[table].add(batch)
+        self._batches.setdefault(table, set()).add(batch)
         if pks is None:
             self._pending[table] = EVERYTHING
         elif table not in self._pending or self._pending[table] is not EVERYTHING:
@@ -157,14 +160,14 @@ class WatchRegistry:
         targets = [target for target in self._routes.get(table, ()) if self._watches.get(target)]
         for target in targets:
             self._pending[target] = EVERYTHING
-            self._batches[target].add(batch)
+            self._batches.setdefault(target, set()).add(batch)
         return bool(targets)
 
     def resync(self) -> None:
         """Re-check everything watched (after a gap in the listener's feed)."""
         for table in self.tables():
             self._pending[table] = EVERYTHING
-            self._batches[table].add(None)
+            self._batches.setdefault(table, set()).add(None)
         if self._pending:
             self._schedule()
 
@@ -194,9 +197,9 @@ class WatchRegistry:
             failed: dict[str, Exception] = {}
             async with self.lock:
                 pending, self._pending = self._pending, {}
-                batches, self._batches = self._batches, defaultdict(set)
+                batches, self._batches = self._batches, {}
                 for table, pks in pending.items():
-                    ids = frozenset(batches[table])
+                    ids = frozenset(batches.get(table, ()))
                     # A resync has no batch id: its reads are never shared.
                     shareable = ids if None not in ids else None
                     for watch in list(self._watches.get(table, ())):
@@ -221,7 +224,7 @@ class WatchRegistry:
             self._pending[table] = EVERYTHING
         else:
             self._pending[table] = {**pks, **current}
-        self._batches[table].add(None)  # a retry's read is never shared
+        self._batches.setdefault(table, set()).add(None)  # a retry's read is never shared
 
     async def _back_off(self, failed: dict[str, Exception]) -> None:
         """Wait before retrying, longer after each failure in a row. A lost connection

@@ -1,0 +1,96 @@
+"""pgobserve.gc (issue 10): freezing the survivors of full collections, opt-in; and the
+plain data instance subscriptions keep (no serializer behind it)."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+import pgobserve.gc as pgc
+from pgobserve.instances import detached
+from pgobserve.watches import WatchRegistry
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+@pytest.fixture
+def policy():
+    assert not pgc.installed()
+    pgc.install()
+    try:
+        yield pgc
+    finally:
+        pgc.uninstall()
+        gc.collect()
+
+
+def test_not_installed_by_default():
+    assert not pgc.installed()
+    assert pgc._after_collection not in gc.callbacks
+
+
+def test_survivors_of_a_full_collection_are_frozen(policy):
+    assert policy.installed()
+    pgc.install()  # idempotent
+    assert gc.callbacks.count(pgc._after_collection) == 1
+    kept = [Node() for _ in range(100)]
+    before = gc.get_freeze_count()
+    gc.collect(1)  # a young collection freezes nothing
+    assert gc.get_freeze_count() == before
+    gc.collect()
+    assert gc.get_freeze_count() >= before + 100
+    assert all(not gc.is_finalized(k) for k in kept)
+    assert policy.stats()["freezes"] >= 1
+    assert policy.stats()["frozen"] == gc.get_freeze_count()
+
+
+def test_frozen_cycles_are_collected_by_collect_frozen_only(policy):
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle, alive for now
+    gc.collect()  # frozen with the survivors
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.garbage.clear()
+        ids = {id(a), id(b)}
+        del a, b  # now cyclic garbage among frozen objects
+        gc.collect()
+        assert not ids & {id(o) for o in gc.garbage}  # out of reach while frozen
+        pgc.collect_frozen()
+        assert ids <= {id(o) for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert gc.get_freeze_count() > 0  # refrozen: still installed
+
+
+def test_uninstall_unfreezes():
+    pgc.install()
+    assert gc.get_freeze_count() > 0
+    pgc.uninstall()
+    assert not pgc.installed()
+    assert gc.get_freeze_count() == 0
+
+
+def test_detached_drops_the_serializer():
+    from rest_framework.utils.serializer_helpers import ReturnDict, ReturnList
+
+    class FakeSerializer:
+        pass
+
+    data = ReturnDict({"id": 1, "value": 2}, serializer=FakeSerializer())
+    plain = detached(data)
+    assert type(plain) is dict and plain == data and not hasattr(plain, "serializer")
+    many = ReturnList([{"id": 1}], serializer=FakeSerializer())
+    assert type(detached(many)) is list and detached(many) == many
+    for same in ({"a": 1}, [1], None, 5, "x"):
+        assert detached(same) is same
+
+
+def test_an_idle_registry_holds_no_tracked_containers():
+    registry = WatchRegistry()
+    for name in ("_pending", "_batches", "_routes", "_watches"):
+        assert not gc.is_tracked(getattr(registry, name)), name
