@@ -17,6 +17,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest
+from rest_framework.permissions import AND as DRF_AND
+from rest_framework.permissions import NOT as DRF_NOT
+from rest_framework.permissions import OR as DRF_OR
 from rest_framework.permissions import BasePermission as DRFBasePermission
 
 __all__ = [
@@ -196,8 +199,10 @@ class WrappedDRFPermission(BasePermission):
 
 def instantiate(permission: Any) -> BasePermission:
     """An instance of ``permission``: a pgobserve or DRF class, a combination, or an instance."""
-    if isinstance(permission, (BasePermission,)):
+    if isinstance(permission, BasePermission):
         return permission
+    if isinstance(permission, type) and issubclass(permission, BasePermission):
+        return permission()  # the common case, checked before every push: no more tests
     if isinstance(permission, DRFBasePermission) or _is_drf_operator(permission):
         return WrappedDRFPermission(permission)
     if isinstance(permission, type) and issubclass(permission, DRFBasePermission):
@@ -209,6 +214,4 @@ def instantiate(permission: Any) -> BasePermission:
 
 
 def _is_drf_operator(obj: Any) -> bool:
-    from rest_framework import permissions as drf
-
-    return isinstance(obj, (drf.AND, drf.OR, drf.NOT))
+    return isinstance(obj, (DRF_AND, DRF_OR, DRF_NOT))
