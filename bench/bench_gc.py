@@ -202,8 +202,6 @@ async def main_async(args: argparse.Namespace) -> None:
             sockets = await connect(site.url(), plan(args.sockets, args.fanout))
             connected = time.time()
             print(f"{len(sockets)} sockets in {connected - t0:.1f} s", file=sys.stderr)
-            if args.gc == "freeze":
-                pass  # pgobserve.gc freezes after the burst by itself
             await asyncio.sleep(args.idle)
             idle_end = time.time()
             report = site.probe()

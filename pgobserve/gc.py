@@ -14,10 +14,12 @@ then move to the permanent generation, which later collections do not walk, so e
 collection walks only what was created since the last one (milliseconds, not seconds).
 Frozen objects are still freed by reference counting when they are no longer used; what is
 lost is only the collection of *cycles* among them: a frozen object that becomes part of
-unreachable cyclic garbage stays in memory (``bench/README.md`` measures how much: what a
-closed socket leaves in cycles). ``collect_frozen()`` reclaims it, at the price of one full
-pause over everything; call it at a quiet time if the process churns many connections and
-its memory grows.
+unreachable cyclic garbage stays in memory. Nearly everything a closed socket leaves is such
+a cycle (daphne's, Twisted's and the consumer's: ~100 objects, ~20 KiB; ``bench/README.md``),
+so a process that churns connections would grow. Hence ``install(full_every=3600)``: at most
+that many seconds after the last, a full collection first unfreezes everything and walks it
+all, reclaiming the frozen garbage (one long pause an hour instead of one every ~20 s);
+``collect_frozen()`` does the same on demand.
 
 It changes the whole process, hence opt-in: call ``pgobserve.gc.install()`` once at start-up,
 in ``asgi.py``.
@@ -27,27 +29,44 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from typing import Any
 
 __all__ = ["collect_frozen", "install", "installed", "stats", "uninstall"]
 
 _lock = threading.Lock()
-#: ``freezes``: full collections whose survivors were frozen; ``frozen``: objects frozen now.
-_stats = {"freezes": 0}
+#: ``freezes``: full collections whose survivors were frozen; ``full_walks``: full
+#: collections that unfroze everything first (``full_every``).
+_stats = {"freezes": 0, "full_walks": 0}
+#: Seconds between full collections that walk the frozen objects too (None: never).
+_full_every: list[float | None] = [None]
+_last_full_walk = [0.0]
 
 
 def _after_collection(phase: str, info: dict[str, Any]) -> None:
-    # Right after a full collection everything left is reachable (or garbage the collector
-    # could not free): freezing it now puts the least possible garbage out of reach.
-    if phase == "stop" and info.get("generation") == 2:
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        every = _full_every[0]
+        if every is not None and time.monotonic() - _last_full_walk[0] >= every:
+            # This collection walks everything: the frozen cycles are collected too.
+            gc.unfreeze()
+            _last_full_walk[0] = time.monotonic()
+            _stats["full_walks"] += 1
+    elif phase == "stop":
+        # Right after a full collection everything left is reachable (or garbage the
+        # collector could not free): freezing now puts the least garbage out of reach.
         gc.freeze()
         _stats["freezes"] += 1
 
 
-def install() -> None:
+def install(full_every: float | None = 3600.0) -> None:
     """Freeze the survivors of every full collection from now on (idempotent), starting
-    with one full collection now."""
+    with one full collection now. ``full_every``: seconds between full collections that
+    unfreeze and walk everything (the cycles frozen since are collected); None: never."""
     with _lock:
+        _full_every[0] = full_every
+        _last_full_walk[0] = time.monotonic()
         if _after_collection not in gc.callbacks:
             gc.callbacks.append(_after_collection)
     gc.collect()  # garbage of the start-up out of the way; the callback freezes the rest
@@ -77,4 +96,4 @@ def collect_frozen() -> int:
 
 
 def stats() -> dict[str, int]:
-    return {"freezes": _stats["freezes"], "frozen": gc.get_freeze_count()}
+    return {**_stats, "frozen": gc.get_freeze_count()}

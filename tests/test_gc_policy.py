@@ -20,7 +20,7 @@ class Node:
 @pytest.fixture
 def policy():
     assert not pgc.installed()
-    pgc.install()
+    pgc.install(full_every=None)
     try:
         yield pgc
     finally:
@@ -65,6 +65,28 @@ def test_frozen_cycles_are_collected_by_collect_frozen_only(policy):
         gc.set_debug(0)
         gc.garbage.clear()
     assert gc.get_freeze_count() > 0  # refrozen: still installed
+
+
+def test_full_every_walks_the_frozen_cycles_again():
+    pgc.install(full_every=0.0)  # every full collection unfreezes first
+    try:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gc.collect()
+        assert gc.get_freeze_count() > 0
+        walks = pgc.stats()["full_walks"]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.garbage.clear()
+        ids = {id(a), id(b)}
+        del a, b
+        gc.collect()
+        assert ids <= {id(o) for o in gc.garbage}
+        assert pgc.stats()["full_walks"] == walks + 1
+        assert gc.get_freeze_count() > 0  # the survivors frozen again
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        pgc.uninstall()
 
 
 def test_uninstall_unfreezes():

@@ -45,10 +45,12 @@ if os.environ.get("BENCH_GC_THRESHOLD"):  # bench/bench_gc.py --gc threshold=700
 
 from .asgi import application as site  # noqa: E402  (after the callbacks: count its start-up)
 
-if os.environ.get("BENCH_PGOBSERVE_GC") == "freeze":  # bench/bench_gc.py --gc freeze
+_policy = os.environ.get("BENCH_PGOBSERVE_GC", "")  # bench/bench_gc.py --gc freeze[=SECONDS]
+if _policy.startswith("freeze"):
     import pgobserve.gc
 
-    pgobserve.gc.install()
+    _every = _policy.partition("=")[2]
+    pgobserve.gc.install(**({"full_every": float(_every)} if _every else {}))
 
 
 def _rss_kib() -> int:
