@@ -70,7 +70,7 @@ class InstanceSubscriptions(Watch):
         self.wide = False
         #: Other tables the consumer's queryset reads (``relations.py``), found on the
         #: first subscription; each subscription follows them.
-        self.joined: list[str] | None = None
+        self.joined: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return f"<InstanceSubscriptions {self.table}: {len(self.rows)} rows>"
@@ -108,7 +108,8 @@ class InstanceSubscriptions(Watch):
         owner re-checks the watched tasks (``relations.py``).
         """
         if self.joined is None:
-            self.joined = await database_sync_to_async(self.consumer.joined_tables)()
+            # A tuple: the empty one (most consumers) is shared and not tracked by the GC.
+            self.joined = tuple(await database_sync_to_async(self.consumer.joined_tables)())
         await self.consumer.follow_joins(self.table, self.joined)
         await self.consumer.hold_group(self.group(pk), groups.pk_key(pk))
         if self.wide:
@@ -126,7 +127,7 @@ class InstanceSubscriptions(Watch):
 
     async def leave(self, pk: Any) -> None:
         await self.consumer.release_group(self.group(pk), groups.pk_key(pk))
-        await self.consumer.unfollow_joins(self.table, self.joined or [])
+        await self.consumer.unfollow_joins(self.table, self.joined or ())
 
     async def remove(self, lookup_key: str, request_id: Any = None, everyone: bool = False) -> int:
         """Remove the subscriptions on the row named ``lookup_key`` (one request_id, or all).
