@@ -76,6 +76,18 @@ def raise_nofile() -> int:
 # --------------------------------------------------------------------------------------
 
 
+#: The client process's collector pauses since the last ``reset`` (seconds).
+CLIENT_GC: list[float] = []
+_client_gc_start: list[float] = []
+
+
+def _client_gc(phase: str, info: dict) -> None:
+    if phase == "start":
+        _client_gc_start.append(time.perf_counter())
+    elif _client_gc_start:
+        CLIENT_GC.append(time.perf_counter() - _client_gc_start.pop())
+
+
 class _Client:
     """One client process: its share of the sockets, each with a reader task recording
     ``(time.time(), value)`` of every push."""
@@ -151,6 +163,7 @@ class _Client:
         for records in self.records.values():
             records.clear()
         self.cpu_mark = time.process_time()
+        CLIENT_GC.clear()
         return {}
 
     async def wait(self, target: dict[int, int], deadline: float) -> dict:
@@ -174,6 +187,7 @@ class _Client:
         return {
             "missing": missing,
             "cpu_s": time.process_time() - self.cpu_mark,
+            "gc_max_s": max(CLIENT_GC, default=0.0),
             "records": [(self.pk_of[i], records) for i, records in self.records.items()],
         }
 
@@ -188,6 +202,7 @@ def client_main(pipe, plan: list[tuple[int, str, int]]) -> None:
     import gc
 
     gc.freeze()
+    gc.callbacks.append(_client_gc)
 
     async def serve() -> None:
         client = _Client(plan)
@@ -443,6 +458,7 @@ def one_update(
                 "p50": percentile(mine, 50) if mine else None,
                 "max": max(mine, default=None),
                 "cpu_s": reply["cpu_s"],
+                "gc_max_s": reply.get("gc_max_s"),
             }
             for mine, reply in zip(per_client, replies, strict=True)
         ],
@@ -533,8 +549,7 @@ def phase_one_row(run: Run, layer: str, processes: int, n: int, health: bool) ->
                 f"UPDATE benchsite_benchitem SET value = %s WHERE id = {pk}",
                 [pk], run.args.timeout,
             )  # fmt: skip
-            if health:
-                out["gc_fanout"] = gc_summary([], site.probes(), since)
+            out["gc_fanout"] = gc_summary([], site.probes(), since)
         finally:
             clients.close()
     return out
@@ -604,6 +619,9 @@ def client_cells(result: dict) -> tuple[str, str]:
     spread = ms(max(p50s) - min(p50s)) if len(p50s) > 1 else "–"
     window = max(result["window_s"], 1e-3)
     busy = ", ".join(f"{min(c['cpu_s'] / window, 9.99):.0%}" for c in result["per_client"])
+    pauses = [c["gc_max_s"] for c in result["per_client"] if c.get("gc_max_s") is not None]
+    if pauses:  # the clients' own longest collector pause in the window
+        busy += f" (GC ≤ {ms(max(pauses))})"
     return spread, busy
 
 
@@ -634,16 +652,18 @@ def report(run: Run, version: str, commit: str, when: str | None = None) -> None
         rows = []
         for n, r in mem.items():
             f = r.get("one_row", {}).get("fanout")
+            g = r.get("one_row", {}).get("gc_fanout")
+            paused = f"{ms(g['total'])}, gen2 {g['gen2']}" if g else "–"
             if f:
                 rows.append((f"{n:,}", received(f, n), *lat_cells(f), *client_cells(f),
-                             server_busy(f)))  # fmt: skip
+                             server_busy(f), paused))  # fmt: skip
         print_table(
             "1. fan-out: N sockets subscribed to one row, one UPDATE (memory layer, in-process"
             " listener, one daphne)",
             rows,
             ("sockets", "pushes received", "p50", "p99", "max",
-             "client processes' p50 spread", "client CPU busy (per process)",
-             "daphne CPU busy"),
+             "client processes' p50 spread", "client CPU busy (longest client GC pause)",
+             "daphne CPU busy", "daphne GC paused in total, full collections"),
         )  # fmt: skip
     if "own" in args.scenarios:
         rows = []
@@ -657,7 +677,7 @@ def report(run: Run, version: str, commit: str, when: str | None = None) -> None
             "2. each socket its own row: one UPDATE changing all N rows (memory layer, one daphne)",
             rows,
             ("sockets", "pushes received", "all delivered", "p50", "p99",
-             "client p50 spread", "client CPU busy", "daphne CPU busy"),
+             "client p50 spread", "client CPU busy (GC)", "daphne CPU busy"),
         )  # fmt: skip
     if "steady" in args.scenarios:
         rows = []
@@ -722,14 +742,16 @@ def report(run: Run, version: str, commit: str, when: str | None = None) -> None
             )
             cells += [received(o, n), *own_cells(o)] if o else ["–"] * 4
             cells.append(f"{conn:,.1f} s" if conn is not None else "–")
+            g = r.get("one_row", {}).get("gc_fanout")
+            cells.append(f"{ms(g['total'])}, gen2 {g['gen2']}" if g else "–")
             rows.append(tuple(cells))
         print_table(
             f"5. processes: {n:,} sockets round-robin over P daphne processes, Redis layer, one"
             " `pgobserve listen` process",
             rows,
-            ("daphne processes", "one row: received", "p50", "p99", "max", "client CPU busy",
+            ("daphne processes", "one row: received", "p50", "p99", "max", "client CPU busy (GC)",
              "daphne CPU busy (sum)", "own rows: received", "all delivered", "p50", "p99",
-             "connect + subscribe"),
+             "connect + subscribe", "GC paused during one row (sum), full collections"),
         )  # fmt: skip
 
 
