@@ -259,10 +259,15 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         return await shared.read_once((type(self), batches, *key), read)
 
     async def read_rows_batch(self, pks: list[Any], batches: frozenset | None) -> dict[str, Any]:
-        """``read_rows`` for a batch of changes (see ``read_for_batch``)."""
-        key = ("rows", tuple(sorted(groups.pk_key(pk) for pk in pks)))
-        return await self.read_for_batch(
-            batches, key, lambda: in_feed_snapshot(self.read_rows)(pks)
+        """``read_rows`` for a batch of changes: shared as ``read_for_batch`` says, and
+        gathered with the rows other sockets of this class ask for in the same batch (one
+        read for a batch that changed each socket's own row, ``shared.py``)."""
+        if not (self.share_reads and batches) or may_refuse(self):
+            return await in_feed_snapshot(self.read_rows)(pks)
+        return await shared.read_rows_gathered(
+            (type(self), batches, "rows"),
+            {groups.pk_key(pk): pk for pk in pks},
+            in_feed_snapshot(self.read_rows),
         )
 
     def serialize_many(self, instances: list[Model], action: str = "update") -> list[Any]:

@@ -9,6 +9,12 @@ serializer); its consumers then run each distinct read of a batch once per proce
 A read is keyed by the listener's batch ids, so it is only reused for the very changes
 it was made for: a later change carries a new batch id and is read afresh. Reads
 without a batch id (resync, TRUNCATE of unknown rows) are never shared.
+
+Sockets watching *different* rows changed by one batch (one UPDATE of 10,000 rows, each
+socket on its own row) gather: the rows asked for within a few event-loop turns are read
+together, once, and each socket takes its own (``read_rows_gathered``). Every row of such a
+read was asked for before the read began, after the change that woke its socket, so none is
+read before its change.
 """
 
 from __future__ import annotations
@@ -21,7 +27,12 @@ from typing import Any
 #: How long a finished read stays available to consumers that are slower to get to it.
 KEEP_SECONDS = 5.0
 
+#: Event-loop turns a gathered read waits for more rows before it starts: the consumers
+#: woken by one batch ask within a few turns of each other.
+GATHER_TURNS = 8
+
 _reads: dict[Hashable, asyncio.Future] = {}
+_gathering: dict[Hashable, _Gathering] = {}
 
 
 async def read_once(key: Hashable, read: Callable[[], Awaitable[Any]]) -> Any:
@@ -58,3 +69,37 @@ def _forget(key: Hashable, future: asyncio.Future) -> None:
         del _reads[key]
     if future.done() and not future.cancelled():
         future.exception()  # mark a failure as retrieved; the waiters have logged it
+
+
+class _Gathering:
+    """The rows asked for under one key before its read starts, and that read."""
+
+    def __init__(self, key: Hashable, read: Callable[[list[Any]], Awaitable[dict[str, Any]]]):
+        self.key = key
+        self.wanted: dict[str, Any] = {}
+        self.task = asyncio.ensure_future(self._run(read))
+
+    async def _run(self, read: Callable[[list[Any]], Awaitable[dict[str, Any]]]) -> Any:
+        for _ in range(GATHER_TURNS):
+            await asyncio.sleep(0)
+        if _gathering.get(self.key) is self:
+            del _gathering[self.key]  # from now on, a new gathering
+        return await read(list(self.wanted.values()))
+
+
+async def read_rows_gathered(
+    key: Hashable,
+    pks: dict[str, Any],
+    read: Callable[[list[Any]], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """``read(pks)`` (pk_key → data of the rows found), run once for all the rows asked for
+    under ``key`` within ``GATHER_TURNS`` loop turns; returns those of ``pks``."""
+    loop = asyncio.get_running_loop()
+    gathering = _gathering.get(key)
+    if gathering is None or gathering.task.get_loop() is not loop:
+        gathering = _gathering[key] = _Gathering(key, read)
+    gathering.wanted.update(pks)
+    waiter = loop.create_future()
+    gathering.task.add_done_callback(partial(_settle, waiter))
+    found = await waiter
+    return {key: found[key] for key in pks if key in found}
