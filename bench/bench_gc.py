@@ -274,7 +274,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=45)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gc", default="")
-    parser.add_argument("--ping-interval", type=float, default=0)
+    parser.add_argument("--ping-interval", type=int, default=0)
     parser.add_argument("--rows", type=int, default=12_000)
     parser.add_argument("--prepare", action="store_true", help="(re)build the database")
     parser.add_argument("--json", default="")

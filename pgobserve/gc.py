@@ -1,28 +1,31 @@
 """Short garbage-collector pauses in a process holding thousands of idle sockets (opt-in).
 
 CPython's cyclic collector walks every tracked object of the process on each full
-(generation 2) collection. An idle WebSocket under daphne costs ~200 tracked objects
-(mostly daphne's, Twisted's, autobahn's, asyncio's and Django's per-connection state:
-``bench/README.md``), so a process with 10,000 sockets walks ~2 M objects per full
-collection, 1-3 s during which no socket is served. Full collections come by themselves: one
-is due whenever a quarter as many objects as survived the last one have since been promoted
-to the old generation, and daphne's keep-alive pings (every 20 s, on every socket) promote
-enough of them.
+(generation 2) collection. An idle subscribed WebSocket under daphne costs ~170 tracked
+objects (mostly daphne's, Twisted's, autobahn's, asyncio's and Django's per-connection state:
+``bench/README.md``), so a process with 10,000 sockets walks ~1.7 M objects per full
+collection: 1.2-1.8 s during which no socket is served. Full collections come by themselves,
+idle or not: one is due whenever a quarter as many objects as survived the last one have
+since been promoted to the old generation, and daphne's once-a-second pass over its
+connections and its keep-alive pings promote enough short-lived objects for one every
+25-35 s at 10,000 sockets.
 
-``install()`` freezes (``gc.freeze()``) what survives each full collection: the objects alive
-then move to the permanent generation, which later collections do not walk, so each full
-collection walks only what was created since the last one (milliseconds, not seconds).
-Frozen objects are still freed by reference counting when they are no longer used; what is
-lost is only the collection of *cycles* among them: a frozen object that becomes part of
-unreachable cyclic garbage stays in memory. Nearly everything a closed socket leaves is such
-a cycle (daphne's, Twisted's and the consumer's: ~100 objects, ~20 KiB; ``bench/README.md``),
-so a process that churns connections would grow. Hence ``install(full_every=3600)``: at most
-that many seconds after the last, a full collection first unfreezes everything and walks it
-all, reclaiming the frozen garbage (one long pause an hour instead of one every ~20 s);
-``collect_frozen()`` does the same on demand.
+``install()`` freezes (``gc.freeze()``) what survives each full collection: those objects
+move to the permanent generation, which later collections do not walk, so a full collection
+walks only what was created since the last one (10-20 ms at 10,000 sockets, not 1-2 s).
+Frozen objects are still freed by reference counting when no longer used; what is lost is
+the collection of *cycles* among them, and nearly everything a closed socket leaves is such a
+cycle (daphne's, Twisted's, autobahn's and the consumer's: ~100 objects, ~27 KiB). So the
+frozen set is walked again, by one full collection that unfreezes first, once it has grown
+by ``full_when_grown`` (a quarter, CPython's own rule) since the last such walk: a process
+whose sockets stay connected never pays the long pause, one that churns them pays it about
+once per quarter of its heap turned over, and its memory stays within about that quarter
+(the same bound CPython keeps without freezing). ``full_every`` (seconds) adds a time bound;
+``collect_frozen()`` walks everything on demand.
 
-It changes the whole process, hence opt-in: call ``pgobserve.gc.install()`` once at start-up,
-in ``asgi.py``.
+It changes the whole process, hence opt-in: call ``pgobserve.gc.install()`` once at start-up
+(``asgi.py``). CPython only: the callbacks rely on ``gc.freeze``, ``gc.unfreeze`` and
+``gc.callbacks`` (3.7+).
 """
 
 from __future__ import annotations
@@ -34,66 +37,87 @@ from typing import Any
 
 __all__ = ["collect_frozen", "install", "installed", "stats", "uninstall"]
 
+#: A frozen set smaller than this never triggers a full walk by its growth.
+MIN_GROWTH = 10_000
+
 _lock = threading.Lock()
 #: ``freezes``: full collections whose survivors were frozen; ``full_walks``: full
-#: collections that unfroze everything first (``full_every``).
+#: collections that unfroze everything first.
 _stats = {"freezes": 0, "full_walks": 0}
-#: Seconds between full collections that walk the frozen objects too (None: never).
-_full_every: list[float | None] = [None]
-_last_full_walk = [0.0]
+_policy: dict[str, Any] = {
+    "full_when_grown": 0.25,
+    "full_every": None,
+    "base": 0,  # objects frozen right after the last full walk
+    "last_walk": 0.0,  # time.monotonic() of the last full walk
+    "walking": False,
+}
 
 
-def _after_collection(phase: str, info: dict[str, Any]) -> None:
+def _due() -> bool:
+    grown, every = _policy["full_when_grown"], _policy["full_every"]
+    if every is not None and time.monotonic() - _policy["last_walk"] >= every:
+        return True
+    if grown is not None:
+        frozen = gc.get_freeze_count()
+        return frozen - _policy["base"] > max(MIN_GROWTH, _policy["base"] * grown)
+    return False
+
+
+def _on_collection(phase: str, info: dict[str, Any]) -> None:
     if info.get("generation") != 2:
         return
     if phase == "start":
-        every = _full_every[0]
-        if every is not None and time.monotonic() - _last_full_walk[0] >= every:
-            # This collection walks everything: the frozen cycles are collected too.
+        if _policy["walking"] or _due():
+            # This collection walks everything: the cycles frozen meanwhile are collected.
             gc.unfreeze()
-            _last_full_walk[0] = time.monotonic()
-            _stats["full_walks"] += 1
+            _policy["walking"] = True
     elif phase == "stop":
         # Right after a full collection everything left is reachable (or garbage the
         # collector could not free): freezing now puts the least garbage out of reach.
         gc.freeze()
         _stats["freezes"] += 1
+        if _policy["walking"]:
+            _policy["walking"] = False
+            _policy["base"] = gc.get_freeze_count()
+            _policy["last_walk"] = time.monotonic()
+            _stats["full_walks"] += 1
 
 
-def install(full_every: float | None = 3600.0) -> None:
+def install(full_when_grown: float | None = 0.25, full_every: float | None = None) -> None:
     """Freeze the survivors of every full collection from now on (idempotent), starting
-    with one full collection now. ``full_every``: seconds between full collections that
-    unfreeze and walk everything (the cycles frozen since are collected); None: never."""
+    with one full collection now.
+
+    ``full_when_grown``: a full collection unfreezes and walks everything once the frozen
+    objects are this fraction more than right after the last such walk (None: never by
+    growth). ``full_every``: ... or this many seconds after it (None: never by time)."""
     with _lock:
-        _full_every[0] = full_every
-        _last_full_walk[0] = time.monotonic()
-        if _after_collection not in gc.callbacks:
-            gc.callbacks.append(_after_collection)
-    gc.collect()  # garbage of the start-up out of the way; the callback freezes the rest
+        _policy.update(full_when_grown=full_when_grown, full_every=full_every, walking=True)
+        if _on_collection not in gc.callbacks:
+            gc.callbacks.append(_on_collection)
+    gc.collect()  # walks everything (the start-up's garbage goes), then freezes
 
 
 def uninstall() -> None:
     """Stop freezing and unfreeze everything (the next full collection walks it all)."""
     with _lock:
-        if _after_collection in gc.callbacks:
-            gc.callbacks.remove(_after_collection)
+        if _on_collection in gc.callbacks:
+            gc.callbacks.remove(_on_collection)
+        _policy["walking"] = False
     gc.unfreeze()
 
 
 def installed() -> bool:
-    return _after_collection in gc.callbacks
+    return _on_collection in gc.callbacks
 
 
 def collect_frozen() -> int:
-    """Collect the cyclic garbage among frozen objects (one full pause over every object of
-    the process), then freeze the survivors again if installed. Returns what was collected."""
+    """One full collection over every object of the process (the cycles among frozen
+    objects included: one long pause), the survivors frozen again if installed. Returns
+    what was collected."""
     gc.unfreeze()
-    collected = gc.collect()
-    if not installed():
-        return collected
-    gc.freeze()  # the callback froze already; this is for a collection it did not see
-    return collected
+    _policy["walking"] = installed()
+    return gc.collect()
 
 
 def stats() -> dict[str, int]:
-    return {**_stats, "frozen": gc.get_freeze_count()}
+    return {**_stats, "frozen": gc.get_freeze_count(), "frozen_after_walk": _policy["base"]}

@@ -20,7 +20,7 @@ class Node:
 @pytest.fixture
 def policy():
     assert not pgc.installed()
-    pgc.install(full_every=None)
+    pgc.install(full_when_grown=None, full_every=None)
     try:
         yield pgc
     finally:
@@ -30,13 +30,13 @@ def policy():
 
 def test_not_installed_by_default():
     assert not pgc.installed()
-    assert pgc._after_collection not in gc.callbacks
+    assert pgc._on_collection not in gc.callbacks
 
 
 def test_survivors_of_a_full_collection_are_frozen(policy):
     assert policy.installed()
-    pgc.install()  # idempotent
-    assert gc.callbacks.count(pgc._after_collection) == 1
+    pgc.install(full_when_grown=None, full_every=None)  # idempotent
+    assert gc.callbacks.count(pgc._on_collection) == 1
     kept = [Node() for _ in range(100)]
     before = gc.get_freeze_count()
     gc.collect(1)  # a young collection freezes nothing
@@ -68,7 +68,7 @@ def test_frozen_cycles_are_collected_by_collect_frozen_only(policy):
 
 
 def test_full_every_walks_the_frozen_cycles_again():
-    pgc.install(full_every=0.0)  # every full collection unfreezes first
+    pgc.install(full_when_grown=None, full_every=0.0)  # every full collection walks all
     try:
         a, b = Node(), Node()
         a.other, b.other = b, a
@@ -83,6 +83,35 @@ def test_full_every_walks_the_frozen_cycles_again():
         assert ids <= {id(o) for o in gc.garbage}
         assert pgc.stats()["full_walks"] == walks + 1
         assert gc.get_freeze_count() > 0  # the survivors frozen again
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        pgc.uninstall()
+
+
+def test_a_quarter_more_frozen_walks_everything_again():
+    pgc.install()  # full_when_grown=0.25
+    try:
+        base = pgc.stats()["frozen_after_walk"]
+        assert base == gc.get_freeze_count() > 0
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gc.collect()  # frozen (no growth yet: not a walk)
+        walks = pgc.stats()["full_walks"]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.garbage.clear()
+        ids = {id(a), id(b)}
+        del a, b
+        gc.collect()
+        assert not ids & {id(o) for o in gc.garbage}  # frozen garbage, out of reach
+        assert pgc.stats()["full_walks"] == walks
+        kept = [Node() for _ in range(int(base * 0.3) + pgc.MIN_GROWTH)]
+        gc.collect()  # freezes the new objects: now over a quarter more
+        assert pgc.stats()["full_walks"] == walks
+        gc.collect()  # this one walks everything
+        assert pgc.stats()["full_walks"] == walks + 1
+        assert ids <= {id(o) for o in gc.garbage}
+        assert pgc.stats()["frozen_after_walk"] >= len(kept)
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
