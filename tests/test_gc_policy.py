@@ -45,7 +45,6 @@ def test_survivors_of_a_full_collection_are_frozen(policy):
     assert gc.get_freeze_count() >= before + 100
     assert all(not gc.is_finalized(k) for k in kept)
     assert policy.stats()["freezes"] >= 1
-    assert policy.stats()["frozen"] == gc.get_freeze_count()
 
 
 def test_frozen_cycles_are_collected_by_collect_frozen_only(policy):
@@ -92,8 +91,8 @@ def test_full_every_walks_the_frozen_cycles_again():
 def test_a_quarter_more_frozen_walks_everything_again():
     pgc.install()  # full_when_grown=0.25
     try:
-        base = pgc.stats()["frozen_after_walk"]
-        assert base == gc.get_freeze_count() > 0
+        base = pgc.stats()["blocks_after_walk"]
+        assert base > 0
         a, b = Node(), Node()
         a.other, b.other = b, a
         gc.collect()  # frozen (no growth yet: not a walk)
@@ -106,12 +105,10 @@ def test_a_quarter_more_frozen_walks_everything_again():
         assert not ids & {id(o) for o in gc.garbage}  # frozen garbage, out of reach
         assert pgc.stats()["full_walks"] == walks
         kept = [Node() for _ in range(int(base * 0.3) + pgc.MIN_GROWTH)]
-        gc.collect()  # freezes the new objects: now over a quarter more
-        assert pgc.stats()["full_walks"] == walks
-        gc.collect()  # this one walks everything
+        gc.collect()  # the heap is now over a quarter larger: this one walks everything
         assert pgc.stats()["full_walks"] == walks + 1
         assert ids <= {id(o) for o in gc.garbage}
-        assert pgc.stats()["frozen_after_walk"] >= len(kept)
+        assert pgc.stats()["blocks_after_walk"] >= base + len(kept)
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
