@@ -17,10 +17,12 @@ import asyncio
 import inspect
 import json
 import logging
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from channels.consumer import AsyncConsumer
 from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.core import exceptions as django_exceptions
@@ -96,6 +98,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         self.watches = WatchRegistry(
             may_get_more=lambda: self.hub is not None and self.hub.held(self.watches) > 1,
             writable=self.send_gate.writable,
+            clear=self.send_gate.clear,
         )
         self.detached_tasks: list[asyncio.Task] = []
         #: The process's change feed (``hub.py``), once connected.
@@ -425,21 +428,100 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         status: int = 200,
         request_id: Any = None,
     ) -> None:
-        await self.send_json(
-            {
-                "errors": errors or [],
-                "data": data,
-                "action": action,
-                "response_status": status,
-                "request_id": request_id,
-            }
-        )
-        await self.send_gate.sent()
+        content = {
+            "errors": errors or [],
+            "data": data,
+            "action": action,
+            "response_status": status,
+            "request_id": request_id,
+        }
+        if _plain_send(type(self)):
+            # What send_json → send → AsyncConsumer.send do, without their three coroutines.
+            await self.base_send({"type": "websocket.send", "text": _ENCODER.encode(content)})
+        else:
+            await self.send_json(content)
+        if self.send_gate.count_sent():
+            await asyncio.sleep(0)
+
+    async def feed_reply(
+        self, action: str, data: Any, status: int = 200, request_id: Any = None
+    ) -> None:
+        """A change feed's push: ``reply(action, data, status=status, request_id=...)``.
+
+        The same bytes; when neither ``reply`` nor the JSON send path is overridden, the
+        data's JSON is encoded once for every socket the same data object goes to (a
+        shared read reaches them all with one object) and spliced into each envelope.
+        Only for data pgobserve read: an object is never changed after it was pushed.
+        """
+        cls = type(self)
+        if cls.reply is not AsyncAPIConsumer.reply or not _plain_send(cls):
+            await self.reply(action, data, status=status, request_id=request_id)
+            return
+        global _last_pushed
+        last = _last_pushed
+        if last[0] is data:
+            data_json = last[1]
+        else:
+            data_json = _ENCODER.encode(data)
+            _last_pushed = (data, data_json)
+        text = envelope_json(data_json, action, status, request_id)
+        await self.base_send({"type": "websocket.send", "text": text})
+        if self.send_gate.count_sent():
+            await asyncio.sleep(0)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
         # DjangoJSONEncoder: UUID, Decimal and datetime values (pks, serializer output) encode.
         return json.dumps(content, cls=DjangoJSONEncoder)
+
+
+#: ``json.dumps(x, cls=DjangoJSONEncoder)`` is ``_ENCODER.encode(x)`` (the same options),
+#: without building an encoder per call. An encoder keeps no state between calls.
+_ENCODER = DjangoJSONEncoder()
+#: (data object, its JSON) of the last push: a fan-out pushes one object to every socket.
+_last_pushed: tuple[Any, str] = (object(), "")
+#: The function of ``AsyncAPIConsumer.encode_json`` (a classmethod).
+_OWN_ENCODE_JSON = AsyncAPIConsumer.__dict__["encode_json"].__func__
+#: Consumer class → whether its JSON send path is ``AsyncAPIConsumer``'s own.
+_plain_sends: dict[type, bool] = {}
+
+
+def _plain_send(cls: type) -> bool:
+    """Whether ``cls`` sends JSON as ``AsyncAPIConsumer`` does: ``encode_json``,
+    ``send_json``, ``send`` (both) not overridden, so a frame may go to ``base_send``
+    directly with ``_ENCODER``'s text."""
+    plain = _plain_sends.get(cls)
+    if plain is None:
+        plain = _plain_sends[cls] = (
+            getattr(cls.encode_json, "__func__", None) is _OWN_ENCODE_JSON
+            and cls.send_json is AsyncJsonWebsocketConsumer.send_json
+            and cls.send is AsyncWebsocketConsumer.send
+            and super(AsyncWebsocketConsumer, cls).send is AsyncConsumer.send  # type: ignore[misc]
+        )
+    return plain
+
+
+def envelope_json(data_json: str, action: str | None, status: int, request_id: Any) -> str:
+    """``json.dumps({"errors": [], "data": data, "action": action, "response_status":
+    status, "request_id": request_id}, cls=DjangoJSONEncoder)``, given ``data_json``, the
+    JSON of ``data`` (``json.dumps``' separators: ", " and ": ")."""
+    return (
+        f'{{"errors": [], "data": {data_json}, "action": {_scalar_json(action)}, '
+        f'"response_status": {_scalar_json(status)}, "request_id": {_scalar_json(request_id)}}}'
+    )
+
+
+def _scalar_json(value: Any) -> str:
+    """``_ENCODER.encode(value)``, without the encoder's set-up for a str, an int or None
+    (what ``JSONEncoder.encode`` and its C encoder write for exactly these types)."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    return _ENCODER.encode(value)
 
 
 # view_as_consumer: DCRF's ``djangochannelsrestframework.consumers.view_as_consumer`` ------

@@ -41,8 +41,10 @@ YIELD_EVERY = 64
 
 try:
     from twisted.internet.abstract import FileDescriptor
+    from twisted.internet.tcp import Server as _TCP_SERVER
 except ImportError:  # pragma: no cover - daphne is a dependency, but stay importable
     FileDescriptor = None  # type: ignore[assignment,misc]
+    _TCP_SERVER = None  # type: ignore[assignment,misc]
 
 
 def _is_daphne_protocol(obj: Any) -> bool:
@@ -131,22 +133,46 @@ class SendGate:
     def unsent(self) -> int | None:
         if self._protocol is False:
             self._protocol = server_protocol(getattr(self.consumer, "base_send", None))
-        return None if self._protocol is None else pending_bytes(self._protocol)
+        protocol = self._protocol
+        if protocol is None:
+            return None
+        # daphne over plain TCP (the common case): ``pending_bytes`` without its lookups.
+        transport = getattr(protocol, "transport", None)
+        if type(transport) is _TCP_SERVER and hasattr(protocol, "send_queue"):
+            unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            queue = protocol.send_queue
+            return unsent + sum(len(i[0]) for i in queue) if queue else unsent
+        return pending_bytes(protocol)
 
     async def sent(self) -> None:
         """After each frame: let other sockets run now and then."""
+        if self.count_sent():
+            await asyncio.sleep(0)
+
+    def count_sent(self) -> bool:
+        """Count a frame sent; True every ``YIELD_EVERY`` frames: time to yield the loop
+        (``sent()`` without a coroutine per frame)."""
         self._since_yield += 1
         if self._since_yield >= YIELD_EVERY:
             self._since_yield = 0
-            await asyncio.sleep(0)
+            return True
+        return False
+
+    def clear(self) -> bool:
+        """Whether ``writable()`` would answer True at once, without waiting: open, and at
+        most ``LOW_WATER`` unsent (or unknown); asked before each flush without a coroutine."""
+        if self.closed:
+            return False
+        unsent = self.unsent()
+        return unsent is None or unsent <= LOW_WATER
 
     async def writable(self) -> bool:
         """Wait while the socket is congested; False once it was closed for it."""
         if self.closed:
             return False
         unsent = self.unsent()
-        if unsent is None or unsent <= conf.send_queue_high_water():
-            return True
+        if unsent is None or unsent <= LOW_WATER or unsent <= conf.send_queue_high_water():
+            return True  # (up to LOW_WATER, the wait below would end at once)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + conf.send_queue_timeout()
         while unsent is not None and unsent > LOW_WATER:

@@ -79,6 +79,7 @@ class WatchRegistry:
         self,
         may_get_more: Callable[[], bool] = lambda: True,
         writable: Callable[[], Awaitable[bool]] | None = None,
+        clear: Callable[[], bool] | None = None,
     ) -> None:
         #: Whether one batch can reach this consumer as several messages (it is in more
         #: than one group); if not, there is nothing to wait for before reading.
@@ -86,6 +87,8 @@ class WatchRegistry:
         #: Waits while the socket's send queue is congested; False: the socket was closed
         #: for not reading (``sendqueue.SendGate``). Changes keep merging meanwhile.
         self._writable = writable
+        #: True when ``writable`` would answer True without waiting (skips its coroutine).
+        self._clear = clear
         # Plain dicts, not defaultdicts: an empty dict is not tracked by the garbage
         # collector, and most of these stay empty on an idle socket.
         self._watches: dict[str, list[Watch]] = {}
@@ -173,16 +176,20 @@ class WatchRegistry:
 
     def _schedule(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._flush())
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the loop (not the hub's way)
+                self._task = asyncio.ensure_future(self._flush())
+            else:
+                self._task = loop.create_task(self._flush())
 
     async def _settle(self) -> None:
-        """Let the consumer take the rest of a batch off its queue before reading.
+        """Let the consumer take the rest of a batch off its queue before reading (when it
+        ``may_get_more``).
 
         Each queued message needs a few event-loop turns to be received and dispatched;
         wait (microseconds, no timer) until a few turns pass without a new change message.
         """
-        if not self._may_get_more():
-            return
         seen, rounds = -1, 0
         while seen != self._arrivals and rounds < 64:
             seen, rounds = self._arrivals, rounds + 1
@@ -190,10 +197,12 @@ class WatchRegistry:
                 await asyncio.sleep(0)
 
     async def _flush(self) -> None:
-        await self._settle()
+        if self._may_get_more():  # (a consumer in one group has nothing to wait for)
+            await self._settle()
         while self._pending:
-            if self._writable is not None and not await self._writable():
-                return
+            if self._writable is not None and not (self._clear and self._clear()):
+                if not await self._writable():
+                    return
             failed: dict[str, Exception] = {}
             async with self.lock:
                 pending, self._pending = self._pending, {}

@@ -14,6 +14,13 @@ only through plain objects, the packages taking turns in ``OWNERS`` order; a con
 attributes count per attribute (``consumer.<name>``). ``?freeze=1`` calls ``gc.freeze()``
 (``?unfreeze=1``: ``gc.unfreeze()``) and ``?collect=0`` skips the collection. Slow (seconds
 at 10,000 sockets) and it materializes each consumer's ``__dict__``: call it last.
+
+``GET /gcprobe/profile/start?clock=cpu`` (or ``wall``; ``&gc=off``: the collector disabled
+until the stop, so no pause is charged to the function that happened to trigger it) starts
+yappi (bench only: ``pip install yappi``; py-spy cannot read this Python) on every thread;
+``GET /gcprobe/profile/stop?limit=40`` stops it and answers the top functions by self time
+(``tsub``) and by total time (``ttot``), and the self time summed by package (the top-level
+module of the function's file), then clears the stats.
 """
 
 from __future__ import annotations
@@ -154,9 +161,73 @@ def objects_report() -> dict:
     }
 
 
+def _package(path: str) -> str:
+    """The package a function's file belongs to (``site-packages/<pkg>/...``, this repo's
+    ``pgobserve/``, the standard library's ``asyncio/``...)."""
+    parts = path.replace("\\", "/").split("/")
+    for marker in ("site-packages", "pgobserve", "benchsite"):
+        if marker in parts:
+            at = parts.index(marker)
+            return marker if marker != "site-packages" else parts[at + 1].split(".")[0]
+    if len(parts) >= 2 and parts[-2].startswith("python3"):
+        return "stdlib:" + parts[-1].removesuffix(".py")
+    if len(parts) >= 3 and parts[-3].startswith("python3"):
+        return "stdlib:" + parts[-2]
+    return parts[-1] or path
+
+
+def profile_report(limit: int) -> dict:
+    import yappi
+
+    stats = list(yappi.get_func_stats())
+    packages: dict[str, float] = {}
+    for stat in stats:
+        package = _package(stat.module)
+        packages[package] = packages.get(package, 0.0) + stat.tsub
+
+    def row(stat) -> dict:
+        return {
+            "function": f"{_package(stat.module)}:{stat.name}:{stat.lineno}",
+            "calls": stat.ncall,
+            "self_s": round(stat.tsub, 6),
+            "total_s": round(stat.ttot, 6),
+        }
+
+    return {
+        "clock": yappi.get_clock_type(),
+        "self_total_s": round(sum(packages.values()), 6),
+        "by_package": dict(sorted(packages.items(), key=lambda kv: -kv[1])),
+        "by_self": [row(s) for s in sorted(stats, key=lambda s: -s.tsub)[:limit]],
+        "by_total": [row(s) for s in sorted(stats, key=lambda s: -s.ttot)[:limit]],
+    }
+
+
+async def _profile(scope, send) -> None:
+    import yappi
+
+    query = parse_qs(scope.get("query_string", b"").decode())
+    if scope["path"].rstrip("/").endswith("/start"):
+        yappi.stop()
+        yappi.clear_stats()
+        yappi.set_clock_type(query.get("clock", ["cpu"])[0])
+        if query.get("gc") == ["off"]:  # no collection's pause charged to whatever ran
+            gc.disable()
+        yappi.start(builtins=False, profile_threads=True)
+        body = {"started": yappi.get_clock_type(), "gc": gc.isenabled()}
+    else:
+        yappi.stop()
+        gc.enable()
+        body = profile_report(int(query.get("limit", ["40"])[0]))
+        yappi.clear_stats()
+    await _respond(send, json.dumps(body).encode())
+
+
 async def _probe(scope, receive, send) -> None:
     while (await receive())["type"] != "http.request":
         pass
+    if scope["path"].startswith("/gcprobe/profile/"):
+        await _profile(scope, send)
+        return
     if scope["path"].startswith("/gcprobe/objects"):
         query = parse_qs(scope.get("query_string", b"").decode())
         if query.get("unfreeze") == ["1"]:
