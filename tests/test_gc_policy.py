@@ -17,6 +17,17 @@ class Node:
         self.other: Node | None = None
 
 
+@pytest.fixture(autouse=True)
+def only_explicit_collections():
+    """Only the tests' own collections: in a process as big as the whole suite's, an
+    automatic full collection in between would walk (or freeze) on its own."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @pytest.fixture
 def policy():
     assert not pgc.installed()
