@@ -34,7 +34,7 @@ from collections import Counter
 from typing import Any, Protocol
 
 from . import groups
-from .memberships import Memberships
+from .memberships import LEAVE_TIMEOUT, Memberships
 from .sequences import GroupSequences
 
 logger = logging.getLogger("pgobserve.consumers")
@@ -112,17 +112,28 @@ class Hub:
         self.members.add(member)
 
     async def detach(self, member: FeedMember) -> None:
-        """Forget ``member`` and release every group it held."""
+        """Forget ``member`` at once, then leave the groups no one holds any more (bounded:
+        an unreachable layer lets those memberships expire instead)."""
         self.members.discard(member)
+        self._groups_held.pop(member, None)
+        released = []
         for group, holders in list(self._holders.items()):
             if holders.pop(member, 0):
-                self._groups_held.pop(member, None)
                 _drop(self._whole, group, member)
-                for key in [k for k, found in self._rows.get(group, {}).items() if member in found]:
-                    _drop(self._rows[group], key, member)
-                if not self._rows.get(group, True):
-                    del self._rows[group]
-                await self._sync(group)
+                rows = self._rows.get(group, {})
+                for key in [key for key, found in rows.items() if member in found]:
+                    _drop(rows, key, member)
+                if not rows:
+                    self._rows.pop(group, None)
+                released.append(group)
+        try:
+            await asyncio.wait_for(self._sync_all(released), LEAVE_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.debug("pgobserve could not leave %d groups in time", len(released))
+
+    async def _sync_all(self, names: list[str]) -> None:
+        for group in names:
+            await self._sync(group)
 
     async def hold(self, group: str, member: FeedMember, key: str | None = None) -> None:
         """``member`` needs ``group`` for one more subscription: every message of it, or

@@ -262,3 +262,27 @@ async def test_row_holds_are_counted_and_left_with_the_last(layer):
     assert hub.held(a) == 0
     await hub.release(G, a, "7")  # one too many: ignored
     await leave(hub, a)
+
+
+async def test_a_consumer_ends_in_bounded_time_when_the_layer_hangs(layer, monkeypatch):
+    """Its holds are forgotten at once; leaving the groups is given up after a while (the
+    memberships then expire), never hanging the consumer's end."""
+    monkeypatch.setattr("pgobserve.hub.LEAVE_TIMEOUT", 0.2)
+    hub = hub_for(layer)
+    a, b = Member(), Member()
+    hub.attach(a)
+    hub.attach(b)
+    await hub.hold(G, a, "7")
+    await hub.hold(H, b)
+    hang = asyncio.Event()
+
+    async def hanging_discard(group: str, channel: str) -> None:
+        await hang.wait()
+
+    layer.group_discard = hanging_discard
+    await asyncio.wait_for(hub.detach(a), 5)
+    assert hub.held(a) == 0
+    hub.deliver(change(G, 1, [7]))
+    assert a.calls == []
+    hang.set()
+    await leave(hub, b)
