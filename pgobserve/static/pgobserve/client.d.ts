@@ -9,7 +9,7 @@ export type Lookup = string | number | Record<string, unknown>;
 export interface BackoffOptions {
   /** Cap of the first reconnect's random wait, ms (default 250). */
   initial?: number;
-  /** Largest cap, ms (default 10000). The cap doubles per failed attempt up to this. */
+  /** Largest cap, ms (default 5000). The cap doubles per failed attempt up to this. */
   max?: number;
   /** A connection open this long (ms, default 5000) resets the backoff. */
   resetAfter?: number;

@@ -22,7 +22,7 @@
 const FINAL_CLOSE_CODES = new Set([4401, 4403]);
 /** Server-initiated messages for a subscription; anything else with its request_id is a reply. */
 const PUSH_ACTIONS = new Set(["create", "update", "delete"]);
-const DEFAULT_BACKOFF = Object.freeze({ initial: 250, max: 10_000, resetAfter: 5_000 });
+const DEFAULT_BACKOFF = Object.freeze({ initial: 250, max: 5_000, resetAfter: 5_000 });
 
 /**
  * A failed request: an error envelope from the server (`status` is its response_status,
