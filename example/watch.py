@@ -80,6 +80,9 @@ def main() -> int:
     parser.add_argument("--password", default="demo", help="(default: demo)")
     parser.add_argument("--anonymous", action="store_true", help="do not log in")
     args = parser.parse_args()
+    if not args.url.startswith(("ws://", "wss://")):
+        parser.error(f"the URL must start with ws:// or wss://, e.g. ws://127.0.0.1:8000/ws/tasks/ "
+                     f"(got {args.url!r})")  # fmt: skip
     try:
         cookie = None if args.anonymous else login(args.url, args.user, args.password)
         asyncio.run(watch(args.url, args.pk, cookie))

@@ -214,3 +214,18 @@ def test_everything_goes_to_the_table_group_and_every_shard():
     }
     assert all(m["pks"] is None and m["truncated"] for _, m in messages)
     assert all(m["type"] == "pgobserve.change" and m["table"] == "t" for _, m in messages)
+
+
+def test_the_example_watcher_refuses_an_http_url_without_a_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    watcher = Path(__file__).resolve().parents[1] / "example" / "watch.py"
+    done = subprocess.run(
+        [sys.executable, str(watcher), "http://127.0.0.1:8000/ws/tasks/", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "must start with ws:// or wss://" in done.stderr
+    assert "Traceback" not in done.stderr
