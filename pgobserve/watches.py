@@ -160,7 +160,10 @@ class WatchRegistry:
         """A change of a table that watched querysets join: which watched rows it affects
         is unknown, so each table that follows it is re-checked whole (one bounded read
         per watch, however many joined rows changed)."""
-        targets = [target for target in self._routes.get(table, ()) if self._watches.get(target)]
+        routes = self._routes.get(table)
+        if not routes:  # (most tables: no watched queryset joins them)
+            return False
+        targets = [target for target in routes if self._watches.get(target)]
         for target in targets:
             self._pending[target] = EVERYTHING
             self._batches.setdefault(target, set()).add(batch)
