@@ -267,7 +267,8 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         return await shared.read_rows_gathered(
             (type(self), batches, "rows"),
             {groups.pk_key(pk): pk for pk in pks},
-            in_feed_snapshot(self.read_rows),
+            # Built only by the socket whose read runs (one per gathering, not per socket).
+            lambda wanted: in_feed_snapshot(self.read_rows)(wanted),
         )
 
     def serialize_many(self, instances: list[Model], action: str = "update") -> list[Any]:

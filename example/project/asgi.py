@@ -19,7 +19,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from pgobserve.asgi import PgObserveRouter  # noqa: E402
 
-from .routing import websocket_urlpatterns  # noqa: E402
+from .routing import unknown_path, websocket_urlpatterns  # noqa: E402
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -36,7 +36,7 @@ application = PgObserveRouter(
         {
             "http": ASGIStaticFilesHandler(django_asgi_app),
             "websocket": BrowserOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+                AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, unknown_path])),
                 list(settings.ALLOWED_HOSTS),
             ),
         }

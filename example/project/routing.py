@@ -16,7 +16,7 @@ class UnknownPath(AsyncWebsocketConsumer):
         logger.warning(
             "no WebSocket route for %r; the routes are %s",
             self.scope.get("path"),
-            ", ".join(f"/{p.pattern}" for p in websocket_urlpatterns[:-1]),
+            ", ".join(f"/{p.pattern}" for p in websocket_urlpatterns),
         )
         await self.close()
 
@@ -27,5 +27,6 @@ websocket_urlpatterns = [
     path("ws/open-tasks/", OpenTaskConsumer.as_asgi()),
     path("ws/my-tasks/", MyTaskConsumer.as_asgi()),
     path("ws/projects/", ProjectConsumer.as_asgi()),
-    re_path(r"", UnknownPath.as_asgi()),
 ]
+#: Served after the routes (``asgi.py``): any other path.
+unknown_path = re_path(r"", UnknownPath.as_asgi())
