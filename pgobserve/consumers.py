@@ -436,12 +436,11 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             "request_id": request_id,
         }
         if _plain_send(type(self)):
-            # What send_json → send → AsyncConsumer.send do, without their three coroutines.
-            await self.base_send({"type": "websocket.send", "text": _ENCODER.encode(content)})
+            await self._send_text(_ENCODER.encode(content))
         else:
             await self.send_json(content)
-        if self.send_gate.count_sent():
-            await asyncio.sleep(0)
+            if self.send_gate.count_sent():
+                await asyncio.sleep(0)
 
     async def feed_reply(
         self, action: str, data: Any, status: int = 200, request_id: Any = None
@@ -464,7 +463,11 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         else:
             data_json = _ENCODER.encode(data)
             _last_pushed = (data, data_json)
-        text = envelope_json(data_json, action, status, request_id)
+        await self._send_text(envelope_json(data_json, action, status, request_id))
+
+    async def _send_text(self, text: str) -> None:
+        """What send_json → send → AsyncConsumer.send do for a text frame, without their
+        three coroutines; then let other sockets run every ``YIELD_EVERY`` frames."""
         await self.base_send({"type": "websocket.send", "text": text})
         if self.send_gate.count_sent():
             await asyncio.sleep(0)

@@ -254,15 +254,19 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         the batch ids are known (never for a resync), and no push permission can refuse
         (a shared read may predate this socket's permission check; see ``instances.py``).
         ``key`` names the read within the batch (which rows, which query)."""
-        if not (self.share_reads and batches) or may_refuse(self):
+        if not self._shares_reads(batches):
             return await read()
         return await shared.read_once((type(self), batches, *key), read)
+
+    def _shares_reads(self, batches: frozenset | None) -> bool:
+        """Whether reads for ``batches`` may be shared (see ``read_for_batch``)."""
+        return bool(self.share_reads and batches) and not may_refuse(self)
 
     async def read_rows_batch(self, pks: list[Any], batches: frozenset | None) -> dict[str, Any]:
         """``read_rows`` for a batch of changes: shared as ``read_for_batch`` says, and
         gathered with the rows other sockets of this class ask for in the same batch (one
         read for a batch that changed each socket's own row, ``shared.py``)."""
-        if not (self.share_reads and batches) or may_refuse(self):
+        if not self._shares_reads(batches):
             return await in_feed_snapshot(self.read_rows)(pks)
         return await shared.read_rows_gathered(
             (type(self), batches, "rows"),

@@ -97,7 +97,7 @@ def _twisted_unsent(transport: Any) -> int | None:
         if transport is None or FileDescriptor is None:
             return None
         if isinstance(transport, FileDescriptor):  # tcp.Server, unix.Server
-            return total + len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            return total + _buffered(transport)
         state = vars(transport)
         aggregator = state.get("_aggregator")  # tls.BufferingTLSTransport
         if aggregator is not None and hasattr(aggregator, "_bufferLeft"):
@@ -107,18 +107,30 @@ def _twisted_unsent(transport: Any) -> int | None:
     return None
 
 
+def _buffered(transport: Any) -> int:
+    """Bytes a Twisted file descriptor transport holds unsent."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
 def pending_bytes(protocol: Any) -> int | None:
     """Bytes queued but not yet sent on the socket of ``protocol``; None if unknown."""
     transport = getattr(protocol, "transport", None)
     if transport is None:
         return None
-    if not hasattr(protocol, "sendMessage"):  # an asyncio server: its send already waits
+    if type(transport) is _TCP_SERVER and hasattr(protocol, "send_queue"):
+        unsent = _buffered(transport)  # daphne over plain TCP, the common case: no lookups
+    elif not hasattr(protocol, "sendMessage"):  # an asyncio server: its send already waits
         return transport.get_write_buffer_size()
-    try:
-        unsent = _twisted_unsent(transport)
-    except (AttributeError, TypeError):  # a Twisted whose internals moved: no limit
-        return None
-    return None if unsent is None else unsent + sum(len(i[0]) for i in protocol.send_queue)
+    else:
+        try:
+            found = _twisted_unsent(transport)
+        except (AttributeError, TypeError):  # a Twisted whose internals moved: no limit
+            return None
+        if found is None:
+            return None
+        unsent = found
+    queue = protocol.send_queue
+    return unsent + sum(len(i[0]) for i in queue) if queue else unsent
 
 
 class SendGate:
@@ -133,25 +145,11 @@ class SendGate:
     def unsent(self) -> int | None:
         if self._protocol is False:
             self._protocol = server_protocol(getattr(self.consumer, "base_send", None))
-        protocol = self._protocol
-        if protocol is None:
-            return None
-        # daphne over plain TCP (the common case): ``pending_bytes`` without its lookups.
-        transport = getattr(protocol, "transport", None)
-        if type(transport) is _TCP_SERVER and hasattr(protocol, "send_queue"):
-            unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-            queue = protocol.send_queue
-            return unsent + sum(len(i[0]) for i in queue) if queue else unsent
-        return pending_bytes(protocol)
-
-    async def sent(self) -> None:
-        """After each frame: let other sockets run now and then."""
-        if self.count_sent():
-            await asyncio.sleep(0)
+        return None if self._protocol is None else pending_bytes(self._protocol)
 
     def count_sent(self) -> bool:
-        """Count a frame sent; True every ``YIELD_EVERY`` frames: time to yield the loop
-        (``sent()`` without a coroutine per frame)."""
+        """Count a frame sent; True every ``YIELD_EVERY`` frames: time to let other sockets
+        run (the caller yields; no coroutine per frame)."""
         self._since_yield += 1
         if self._since_yield >= YIELD_EVERY:
             self._since_yield = 0
@@ -168,11 +166,13 @@ class SendGate:
 
     async def writable(self) -> bool:
         """Wait while the socket is congested; False once it was closed for it."""
+        if self.clear():
+            return True
         if self.closed:
             return False
         unsent = self.unsent()
-        if unsent is None or unsent <= LOW_WATER or unsent <= conf.send_queue_high_water():
-            return True  # (up to LOW_WATER, the wait below would end at once)
+        if unsent is None or unsent <= conf.send_queue_high_water():
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + conf.send_queue_timeout()
         while unsent is not None and unsent > LOW_WATER:
