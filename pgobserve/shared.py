@@ -44,11 +44,16 @@ async def read_once(key: Hashable, read: Callable[[], Awaitable[Any]]) -> Any:
         task = asyncio.ensure_future(read())
         _reads[key] = task
         loop.call_later(KEEP_SECONDS, _forget, key, task)
+    return await _result_of(task)
+
+
+async def _result_of(task: asyncio.Future) -> Any:
+    """``task``'s result, awaited by one of many consumers sharing it. A future per waiter,
+    not ``asyncio.shield``: a cancelled waiter cancels only its own future, and 1,000
+    waiters cost 1,000 callbacks, not 1,000 shields."""
     if task.done():
         return task.result()
-    # A future per waiter, not ``asyncio.shield``: a cancelled waiter cancels only its
-    # own future, and 1,000 waiters cost 1,000 callbacks, not 1,000 shields.
-    waiter = loop.create_future()
+    waiter = task.get_loop().create_future()
     task.add_done_callback(partial(_settle, waiter))
     return await waiter
 
@@ -99,7 +104,5 @@ async def read_rows_gathered(
     if gathering is None or gathering.task.get_loop() is not loop:
         gathering = _gathering[key] = _Gathering(key, read)
     gathering.wanted.update(pks)
-    waiter = loop.create_future()
-    gathering.task.add_done_callback(partial(_settle, waiter))
-    found = await waiter
-    return {key: found[key] for key in pks if key in found}
+    found = await _result_of(gathering.task)
+    return {pk_key: found[pk_key] for pk_key in pks if pk_key in found}
