@@ -29,6 +29,32 @@ def only_explicit_collections():
 
 
 @pytest.fixture
+def saved_garbage():
+    """What collections find unreachable is kept in ``gc.garbage`` (to see what they
+    collected), for the test only."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.garbage.clear()
+    try:
+        yield
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+def frozen_cycle() -> set[int]:
+    """Two objects in a cycle, alive through one full collection (which freezes them with
+    the survivors when installed), then dropped; returns their ids: cyclic garbage now."""
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    gc.collect()
+    return {id(a), id(b)}
+
+
+def collected() -> set[int]:
+    return {id(o) for o in gc.garbage}
+
+
+@pytest.fixture
 def policy():
     assert not pgc.installed()
     pgc.install(full_when_grown=None, full_every=None)
@@ -58,71 +84,45 @@ def test_survivors_of_a_full_collection_are_frozen(policy):
     assert policy.stats()["freezes"] >= 1
 
 
-def test_frozen_cycles_are_collected_by_collect_frozen_only(policy):
-    a, b = Node(), Node()
-    a.other, b.other = b, a  # a cycle, alive for now
-    gc.collect()  # frozen with the survivors
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.garbage.clear()
-        ids = {id(a), id(b)}
-        del a, b  # now cyclic garbage among frozen objects
-        gc.collect()
-        assert not ids & {id(o) for o in gc.garbage}  # out of reach while frozen
-        pgc.collect_frozen()
-        assert ids <= {id(o) for o in gc.garbage}
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
+def test_frozen_cycles_are_collected_by_collect_frozen_only(policy, saved_garbage):
+    ids = frozen_cycle()
+    gc.collect()
+    assert not ids & collected()  # out of reach while frozen
+    pgc.collect_frozen()
+    assert ids <= collected()
     assert gc.get_freeze_count() > 0  # refrozen: still installed
 
 
-def test_full_every_walks_the_frozen_cycles_again():
+def test_full_every_walks_the_frozen_cycles_again(saved_garbage):
     pgc.install(full_when_grown=None, full_every=0.0)  # every full collection walks all
     try:
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        gc.collect()
+        ids = frozen_cycle()
         assert gc.get_freeze_count() > 0
         walks = pgc.stats()["full_walks"]
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.garbage.clear()
-        ids = {id(a), id(b)}
-        del a, b
         gc.collect()
-        assert ids <= {id(o) for o in gc.garbage}
+        assert ids <= collected()
         assert pgc.stats()["full_walks"] == walks + 1
         assert gc.get_freeze_count() > 0  # the survivors frozen again
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
         pgc.uninstall()
 
 
-def test_a_quarter_more_frozen_walks_everything_again():
+def test_a_quarter_more_frozen_walks_everything_again(saved_garbage):
     pgc.install()  # full_when_grown=0.25
     try:
         base = pgc.stats()["blocks_after_walk"]
         assert base > 0
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        gc.collect()  # frozen (no growth yet: not a walk)
+        ids = frozen_cycle()  # frozen (no growth yet: not a walk)
         walks = pgc.stats()["full_walks"]
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.garbage.clear()
-        ids = {id(a), id(b)}
-        del a, b
         gc.collect()
-        assert not ids & {id(o) for o in gc.garbage}  # frozen garbage, out of reach
+        assert not ids & collected()  # frozen garbage, out of reach
         assert pgc.stats()["full_walks"] == walks
         kept = [Node() for _ in range(int(base * 0.3) + pgc.MIN_GROWTH)]
         gc.collect()  # the heap is now over a quarter larger: this one walks everything
         assert pgc.stats()["full_walks"] == walks + 1
-        assert ids <= {id(o) for o in gc.garbage}
+        assert ids <= collected()
         assert pgc.stats()["blocks_after_walk"] >= base + len(kept)
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
         pgc.uninstall()
 
 
