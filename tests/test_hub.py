@@ -46,11 +46,24 @@ async def layer():
     await layer.flush()
 
 
-async def test_one_message_per_process_reaches_each_holder_once(layer):
+@pytest.fixture
+async def hub(layer):
+    """The layer's hub; the members a test leaves attached leave at its end."""
     hub = hub_for(layer)
-    a, b, c = Member(), Member(), Member()
-    for member in (a, b, c):
+    yield hub
+    for member in list(hub.members):
+        await leave(hub, member)
+
+
+def attached(hub: Hub, count: int) -> list[Member]:
+    members = [Member() for _ in range(count)]
+    for member in members:
         hub.attach(member)
+    return members
+
+
+async def test_one_message_per_process_reaches_each_holder_once(layer, hub):
+    a, b, c = attached(hub, 3)
     await hub.hold(G, a)
     await hub.hold(G, b)
     await hub.hold(H, c)
@@ -59,16 +72,10 @@ async def test_one_message_per_process_reaches_each_holder_once(layer):
     await wait_for(lambda: a.calls and b.calls, 5, "the change to both holders")
     assert a.calls == b.calls == [("changed", "t", [7], "r1.1")]
     assert c.calls == []  # it holds another group
-    await leave(hub, a)
-    await leave(hub, b)
-    await leave(hub, c)
 
 
-async def test_the_group_is_left_with_its_last_holder(layer):
-    hub = hub_for(layer)
-    a, b = Member(), Member()
-    hub.attach(a)
-    hub.attach(b)
+async def test_the_group_is_left_with_its_last_holder(layer, hub):
+    a, b = attached(hub, 2)
     await hub.hold(G, a)
     await hub.hold(G, a)  # two subscriptions of one consumer
     await hub.hold(G, b)
@@ -83,21 +90,17 @@ async def test_the_group_is_left_with_its_last_holder(layer):
     assert hub_for(layer) is not hub  # the next consumer gets a new hub
 
 
-async def test_a_consumer_that_ends_releases_every_hold(layer):
-    hub = hub_for(layer)
-    a, b = Member(), Member()
-    hub.attach(a)
-    hub.attach(b)
+async def test_a_consumer_that_ends_releases_every_hold(layer, hub):
+    a, b = attached(hub, 2)
     await hub.hold(G, a)
     await hub.hold(H, a)
     await hub.hold(H, b)
     await leave(hub, a)
     assert members_of(layer, hub.channel) == {groups.RESYNC_GROUP, H}
     assert hub.held(a) == 0 and hub.held(b) == 1
-    await leave(hub, b)
 
 
-async def test_a_second_holder_waits_for_the_join_under_way(layer):
+async def test_a_second_holder_waits_for_the_join_under_way(layer, hub):
     """A subscribe returns only once the hub is in the group, also when another consumer's
     join of that group started first and is still in flight."""
     joined = asyncio.Event()
@@ -109,10 +112,7 @@ async def test_a_second_holder_waits_for_the_join_under_way(layer):
         await real_add(group, channel)
 
     layer.group_add = slow_add
-    hub = hub_for(layer)
-    a, b = Member(), Member()
-    hub.attach(a)
-    hub.attach(b)
+    a, b = attached(hub, 2)
     await hub.start()
     first = asyncio.ensure_future(hub.hold(G, a))
     second = asyncio.ensure_future(hub.hold(G, b))
@@ -121,72 +121,51 @@ async def test_a_second_holder_waits_for_the_join_under_way(layer):
     joined.set()
     await asyncio.wait_for(asyncio.gather(first, second), 5)
     assert G in members_of(layer, hub.channel)
-    await leave(hub, a)
-    await leave(hub, b)
 
 
-async def test_a_skipped_number_makes_the_holders_recheck_the_table(layer):
-    hub = hub_for(layer)
-    a = Member()
-    hub.attach(a)
+async def test_a_skipped_number_makes_the_holders_recheck_the_table(layer, hub):
+    (a,) = attached(hub, 1)
     await hub.hold(G, a)
     hub.deliver(change(G, 1, [1]))
     hub.deliver(change(G, 3, [3]))  # 2 was dropped by the layer
     assert a.calls[1:] == [("changed", "t", None, None), ("changed", "t", [3], "r1.3")]
     assert hub.missed == 1
-    await leave(hub, a)
 
 
-async def test_an_announcement_past_the_last_number_resyncs_the_holders(layer):
-    hub = hub_for(layer)
-    a, b = Member(), Member()
-    hub.attach(a)
-    hub.attach(b)
+async def test_an_announcement_past_the_last_number_resyncs_the_holders(hub):
+    a, b = attached(hub, 2)
     await hub.hold(G, a)
     hub.deliver(change(G, 1, [1]))
     hub.deliver({"type": "pgobserve.sequence", "group": G, "run": "r1", "seq": 2})
     assert a.calls[-1] == ("resync",)
     assert b.calls == []  # it holds nothing of that group
-    await leave(hub, a)
-    await leave(hub, b)
 
 
-async def test_a_group_left_and_joined_again_counts_afresh(layer):
+async def test_a_group_left_and_joined_again_counts_afresh(hub):
     """Messages sent while no consumer held the group are not a loss."""
-    hub = hub_for(layer)
-    a = Member()
-    hub.attach(a)
+    (a,) = attached(hub, 1)
     await hub.hold(G, a)
     hub.deliver(change(G, 1, [1]))
     await hub.release(G, a)
     await hub.hold(G, a)
     hub.deliver(change(G, 5, [5]))
     assert hub.missed == 0
-    await leave(hub, a)
 
 
-async def test_the_listeners_resync_reaches_every_consumer(layer):
-    hub = hub_for(layer)
-    a, b = Member(), Member()
-    hub.attach(a)
-    hub.attach(b)
+async def test_the_listeners_resync_reaches_every_consumer(layer, hub):
+    a, b = attached(hub, 2)
     await hub.hold(G, a)  # b holds no group: it still re-reads (identity, joined tables)
     await layer.group_send(groups.RESYNC_GROUP, {"type": "pgobserve.resync"})
     await wait_for(lambda: a.calls and b.calls, 5, "the resync to both")
     assert a.calls == b.calls == [("resync",)]
-    await leave(hub, a)
-    await leave(hub, b)
 
 
-async def test_a_message_for_a_group_no_one_holds_is_ignored(layer):
-    hub = hub_for(layer)
-    a = Member()
-    hub.attach(a)
+async def test_a_message_for_a_group_no_one_holds_is_ignored(hub):
+    (a,) = attached(hub, 1)
     await hub.hold(G, a)
     hub.deliver(change(H, 1, [1]))
     hub.deliver({"type": "something.else", "group": G})
     assert a.calls == []
-    await leave(hub, a)
 
 
 async def test_hubs_are_per_layer(layer):
@@ -196,13 +175,10 @@ async def test_hubs_are_per_layer(layer):
     assert isinstance(hub_for(other), Hub)
 
 
-async def test_a_row_hold_is_called_only_for_messages_naming_its_row(layer):
+async def test_a_row_hold_is_called_only_for_messages_naming_its_row(hub):
     """A single-row change wakes the consumers watching that row, not every consumer with a
     row in the same shard; a holder of the whole group gets every pk."""
-    hub = hub_for(layer)
-    row7, row8, whole = Member(), Member(), Member()
-    for member in (row7, row8, whole):
-        hub.attach(member)
+    row7, row8, whole = attached(hub, 3)
     await hub.hold(G, row7, "7")
     await hub.hold(G, row8, "8")
     await hub.hold(G, whole)
@@ -214,15 +190,10 @@ async def test_a_row_hold_is_called_only_for_messages_naming_its_row(layer):
     hub.deliver(change(G, 2, [7, 8]))
     assert len(row7.calls) == 1
     assert row8.calls == [("changed", "t", [8], "r1.2")]
-    for member in (row7, row8, whole):
-        await leave(hub, member)
 
 
-async def test_a_gap_or_a_truncate_reaches_every_row_holder_of_the_group(layer):
-    hub = hub_for(layer)
-    row7, row8 = Member(), Member()
-    hub.attach(row7)
-    hub.attach(row8)
+async def test_a_gap_or_a_truncate_reaches_every_row_holder_of_the_group(hub):
+    row7, row8 = attached(hub, 2)
     await hub.hold(G, row7, "7")
     await hub.hold(G, row8, "8")
     hub.deliver(change(G, 1, [7]))
@@ -241,14 +212,10 @@ async def test_a_gap_or_a_truncate_reaches_every_row_holder_of_the_group(layer):
         }  # fmt: skip
     )  # TRUNCATE: unknown rows
     assert row8.calls[0] == ("changed", "t", None, None)
-    await leave(hub, row7)
-    await leave(hub, row8)
 
 
-async def test_row_holds_are_counted_and_left_with_the_last(layer):
-    hub = hub_for(layer)
-    a = Member()
-    hub.attach(a)
+async def test_row_holds_are_counted_and_left_with_the_last(layer, hub):
+    (a,) = attached(hub, 1)
     await hub.hold(G, a, "7")
     await hub.hold(G, a, "7")  # two request_ids on one row
     await hub.hold(G, a, "8")
@@ -261,17 +228,13 @@ async def test_row_holds_are_counted_and_left_with_the_last(layer):
     assert members_of(layer, hub.channel) == {groups.RESYNC_GROUP}
     assert hub.held(a) == 0
     await hub.release(G, a, "7")  # one too many: ignored
-    await leave(hub, a)
 
 
-async def test_a_consumer_ends_in_bounded_time_when_the_layer_hangs(layer, monkeypatch):
+async def test_a_consumer_ends_in_bounded_time_when_the_layer_hangs(layer, hub, monkeypatch):
     """Its holds are forgotten at once; leaving the groups is given up after a while (the
     memberships then expire), never hanging the consumer's end."""
     monkeypatch.setattr("pgobserve.hub.LEAVE_TIMEOUT", 0.2)
-    hub = hub_for(layer)
-    a, b = Member(), Member()
-    hub.attach(a)
-    hub.attach(b)
+    a, b = attached(hub, 2)
     await hub.hold(G, a, "7")
     await hub.hold(H, b)
     hang = asyncio.Event()
@@ -285,4 +248,3 @@ async def test_a_consumer_ends_in_bounded_time_when_the_layer_hangs(layer, monke
     hub.deliver(change(G, 1, [7]))
     assert a.calls == []
     hang.set()
-    await leave(hub, b)
