@@ -24,6 +24,14 @@ garbage, so its memory stays within about a quarter more. ``full_every`` (second
 time bound (the growth rule needs pymalloc: under ``PYTHONMALLOC=malloc`` the block count is
 0); ``collect_frozen()`` walks everything on demand.
 
+That long walk waits for a quiet moment: a full collection that comes while the process is
+busy (more than ``busy_rate`` young collections a second: a fan-out to thousands of sockets
+makes ~1,000, an idle process a few) walks only the new objects as usual, and the walk
+everything is due for is left to the first full collection that comes when it is quiet, or
+``max_defer`` seconds later at the latest (bounding the memory). A burst that grew the heap
+(the sockets of a deploy connecting, a fan-out's buffers) then no longer pays a 1-2 s walk
+in its middle.
+
 It changes the whole process, hence opt-in: call ``pgobserve.gc.install()`` once at start-up
 (``asgi.py``). CPython only: the callbacks rely on ``gc.freeze``, ``gc.unfreeze`` and
 ``gc.callbacks`` (3.7+).
@@ -41,18 +49,26 @@ __all__ = ["collect_frozen", "install", "installed", "stats", "uninstall"]
 
 #: Growth (memory blocks) below this never triggers a full walk.
 MIN_GROWTH = 10_000
+#: Young collections are counted in windows of this many seconds to tell a busy process.
+WINDOW = 0.5
 
 _lock = threading.Lock()
 #: ``freezes``: full collections whose survivors were frozen; ``full_walks``: full
-#: collections that unfroze everything first.
-_stats = {"freezes": 0, "full_walks": 0}
+#: collections that unfroze everything first; ``deferred``: full collections that did not,
+#: although a walk was due, because the process was busy.
+_stats = {"freezes": 0, "full_walks": 0, "deferred": 0}
 _policy: dict[str, Any] = {
     "full_when_grown": 0.25,
     "full_every": None,
+    "busy_rate": 200.0,
+    "max_defer": 60.0,
     "base": 0,  # sys.getallocatedblocks() right after the last full walk
     "last_walk": 0.0,  # time.monotonic() of the last full walk
+    "due_since": None,  # time.monotonic() when a due walk was first put off
     "walking": False,
 }
+#: Young collections in the current window (from ``start``) and in the one before.
+_young = {"start": 0.0, "count": 0, "before": 0}
 
 
 def _due() -> bool:
@@ -67,11 +83,43 @@ def _due() -> bool:
     return False
 
 
+def _roll(now: float) -> None:
+    """Start a new window of young collections once the current one is over."""
+    if now - _young["start"] >= WINDOW:
+        # After a whole window with no young collection, the one before counts none.
+        before = _young["count"] if now - _young["start"] < 2 * WINDOW else 0
+        _young.update(start=now, count=0, before=before)
+
+
+def _busy(now: float) -> bool:
+    """More young collections than ``busy_rate`` a second, in this window or the last."""
+    _roll(now)
+    most = _policy["busy_rate"] * WINDOW
+    return _young["count"] > most or _young["before"] > most
+
+
+def _walk_now(now: float) -> bool:
+    """A walk is due (``_due``) and the process is quiet, or it has waited ``max_defer``."""
+    if not _due():
+        _policy["due_since"] = None
+        return False
+    since = _policy["due_since"]
+    if not _busy(now) or (since is not None and now - since >= _policy["max_defer"]):
+        return True
+    if since is None:
+        _policy["due_since"] = now
+    _stats["deferred"] += 1
+    return False
+
+
 def _on_collection(phase: str, info: dict[str, Any]) -> None:
     if info.get("generation") != 2:
+        if phase == "start":
+            _roll(time.monotonic())
+            _young["count"] += 1
         return
     if phase == "start":
-        if _policy["walking"] or _due():
+        if _policy["walking"] or _walk_now(time.monotonic()):
             # This collection walks everything: the cycles frozen meanwhile are collected.
             gc.unfreeze()
             _policy["walking"] = True
@@ -84,18 +132,34 @@ def _on_collection(phase: str, info: dict[str, Any]) -> None:
             _policy["walking"] = False
             _policy["base"] = sys.getallocatedblocks()
             _policy["last_walk"] = time.monotonic()
+            _policy["due_since"] = None
             _stats["full_walks"] += 1
 
 
-def install(full_when_grown: float | None = 0.25, full_every: float | None = None) -> None:
+def install(
+    full_when_grown: float | None = 0.25,
+    full_every: float | None = None,
+    busy_rate: float = 200.0,
+    max_defer: float = 60.0,
+) -> None:
     """Freeze the survivors of every full collection from now on (idempotent), starting
     with one full collection now.
 
     ``full_when_grown``: a full collection unfreezes and walks everything once the frozen
     objects are this fraction more than right after the last such walk (None: never by
-    growth). ``full_every``: ... or this many seconds after it (None: never by time)."""
+    growth). ``full_every``: ... or this many seconds after it (None: never by time).
+    ``busy_rate``: while the process makes more young collections a second than this, a
+    due walk waits, up to ``max_defer`` seconds."""
     with _lock:
-        _policy.update(full_when_grown=full_when_grown, full_every=full_every, walking=True)
+        _policy.update(
+            full_when_grown=full_when_grown,
+            full_every=full_every,
+            busy_rate=busy_rate,
+            max_defer=max_defer,
+            due_since=None,
+            walking=True,
+        )
+        _young.update(start=time.monotonic(), count=0, before=0)
         if _on_collection not in gc.callbacks:
             gc.callbacks.append(_on_collection)
     gc.collect()  # walks everything (the start-up's garbage goes), then freezes

@@ -4,6 +4,7 @@ plain data instance subscriptions keep (no serializer behind it)."""
 from __future__ import annotations
 
 import gc
+import time
 
 import pytest
 
@@ -122,6 +123,56 @@ def test_a_quarter_more_frozen_walks_everything_again(saved_garbage):
         assert pgc.stats()["full_walks"] == walks + 1
         assert ids <= collected()
         assert pgc.stats()["blocks_after_walk"] >= base + len(kept)
+    finally:
+        pgc.uninstall()
+
+
+def busy() -> None:
+    """Young collections, as a busy process makes them."""
+    for _ in range(5):
+        gc.collect(0)
+
+
+def grown_heap() -> list[Node]:
+    return [Node() for _ in range(int(pgc.stats()["blocks_after_walk"] * 0.3) + pgc.MIN_GROWTH)]
+
+
+def test_a_due_walk_waits_for_a_quiet_moment(saved_garbage, monkeypatch):
+    monkeypatch.setattr(pgc, "WINDOW", 0.05)
+    pgc.install(busy_rate=1.0, max_defer=3600.0)  # busy: any young collection in a window
+    try:
+        ids = frozen_cycle()
+        walks, deferred = pgc.stats()["full_walks"], pgc.stats()["deferred"]
+        kept = grown_heap()
+        busy()
+        gc.collect()  # due, but the process is busy: only the new objects are walked
+        assert pgc.stats()["full_walks"] == walks
+        assert pgc.stats()["deferred"] == deferred + 1
+        assert not ids & collected()
+        time.sleep(3 * pgc.WINDOW)  # two windows with no young collection: quiet
+        gc.collect()
+        assert pgc.stats()["full_walks"] == walks + 1
+        assert ids <= collected()
+        assert kept
+    finally:
+        pgc.uninstall()
+
+
+def test_a_due_walk_waits_max_defer_at_most(saved_garbage, monkeypatch):
+    monkeypatch.setattr(pgc, "WINDOW", 3600.0)  # busy all along
+    pgc.install(busy_rate=0.001, max_defer=0.0)
+    try:
+        ids = frozen_cycle()
+        walks = pgc.stats()["full_walks"]
+        kept = grown_heap()
+        busy()
+        gc.collect()  # put off once...
+        assert pgc.stats()["full_walks"] == walks
+        busy()
+        gc.collect()  # ... and no longer than max_defer
+        assert pgc.stats()["full_walks"] == walks + 1
+        assert ids <= collected()
+        assert kept
     finally:
         pgc.uninstall()
 
