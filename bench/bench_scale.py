@@ -18,7 +18,11 @@ autocommit, this process).
 Scenarios (``--scenarios``), for each socket count of ``--sockets`` (memory mode: in-process
 listener, ``pgobserve.layers.InMemoryChannelLayer``, one daphne process):
 
-* ``fanout``: every socket ``subscribe_instance`` the same row; one UPDATE of it;
+* ``fanout``: every socket ``subscribe_instance`` the same row; one UPDATE of it (``--repeat``
+  times: the table gives the fan-out with the median p99 and every p99);
+* ``floor``: daphne's floor for the same fan-out, with no pgobserve: the sockets of a bare
+  ASGI app (``/ws/floor/`` of ``gcprobe``) get one pre-encoded frame each, sent in one loop
+  when ``GET /gcprobe/floor/`` asks (``--repeat`` times);
 * ``own``: socket i subscribes row i; one UPDATE changing all N rows;
 * ``steady``: ``--rate`` single-row commits/s on random rows of the N for ``--duration`` s;
 * ``health``: daphne's RSS before/after connecting, time to connect and subscribe all, GC
@@ -58,7 +62,7 @@ import websockets  # noqa: E402
 from bench_ws import DB, bench_dsn, child_env, free_port, prepare, request, warm_up  # noqa: E402
 from common import dsn, percentile, print_table  # noqa: E402
 
-SCENARIOS = ("fanout", "own", "steady", "health", "processes")
+SCENARIOS = ("fanout", "floor", "own", "steady", "health", "processes")
 ASGI = "benchsite.gcprobe:application"
 #: Row the warm-up writes (no measured socket watches it): the last one.
 WARM_ROWS = 10
@@ -306,8 +310,8 @@ class ScaleSite:
         self.procs.append(proc)
         return proc
 
-    def url(self, index: int) -> str:
-        return f"ws://127.0.0.1:{self.ports[index % len(self.ports)]}/ws/pgobserve/"
+    def url(self, index: int, path: str = "/ws/pgobserve/") -> str:
+        return f"ws://127.0.0.1:{self.ports[index % len(self.ports)]}{path}"
 
     @staticmethod
     def probe(port: int, timeout: float = 60) -> dict:
@@ -409,10 +413,12 @@ def latencies(records: list, target: dict[int, int], start: float) -> tuple[list
     return every, per_client
 
 
-def setup(run: Run, site: ScaleSite, pks: list[int], label: str) -> tuple[Clients, dict]:
+def setup(
+    run: Run, site: ScaleSite, pks: list[int], label: str, path: str = "/ws/pgobserve/"
+) -> tuple[Clients, dict]:
     """Client processes connect and subscribe one socket per pk (round-robin over daphne
     processes), then the warm-up; returns the clients and the connection figures."""
-    plan = [(i, site.url(i), pk) for i, pk in enumerate(pks)]
+    plan = [(i, site.url(i, path), pk) for i, pk in enumerate(pks)]
     clients = Clients(plan, run.args.clients)
     t0 = time.time()
     replies = clients.call("connect", run.args.concurrency, timeout=run.args.connect_timeout)
@@ -428,7 +434,8 @@ def setup(run: Run, site: ScaleSite, pks: list[int], label: str) -> tuple[Client
         file=sys.stderr,
         flush=True,
     )
-    warm(site, run.conninfo, run.args.rows)
+    if path == "/ws/pgobserve/":
+        warm(site, run.conninfo, run.args.rows)
     time.sleep(1)
     return clients, connected
 
@@ -438,13 +445,38 @@ def one_update(
 ) -> dict:
     """One UPDATE (``sql`` with the value as its only parameter); until every socket has the
     push with that value, or ``timeout``."""
+
+    def change(value: int) -> float:
+        with psycopg.connect(run.conninfo, autocommit=True) as writer:
+            start = time.time()
+            writer.execute(sql, (value,))
+        return start
+
+    return one_change(run, site, clients, change, pks, timeout)
+
+
+def one_floor(run: Run, site: ScaleSite, clients: Clients, pk: int, timeout: float) -> dict:
+    """One frame to each ``/ws/floor/`` socket of row ``pk``, from each daphne process."""
+
+    def change(value: int) -> float:
+        start = time.time()
+        for port in site.ports:
+            url = f"http://127.0.0.1:{port}/gcprobe/floor/?pk={pk}&value={value}"
+            with urllib.request.urlopen(url, timeout=timeout) as answer:
+                json.loads(answer.read())
+        return start
+
+    return one_change(run, site, clients, change, [pk], timeout)
+
+
+def one_change(run: Run, site: ScaleSite, clients: Clients, change, pks, timeout: float) -> dict:
+    """``change(value)`` (returns when it started, ``time.time()``); until every socket
+    watching ``pks`` has the push with that value, or ``timeout``."""
     clients.call("reset", timeout=30)
     value = run.next_value()
     target = dict.fromkeys(pks, value)
     cpu0 = site.cpu()
-    with psycopg.connect(run.conninfo, autocommit=True) as writer:
-        start = time.time()
-        writer.execute(sql, (value,))
+    start = change(value)
     replies = clients.call("wait", target, start + timeout, timeout=timeout + 60)
     every, per_client = latencies(replies, target, start)
     last = max(every) if every else timeout
@@ -543,16 +575,50 @@ def phase_one_row(run: Run, layer: str, processes: int, n: int, health: bool) ->
                 time.sleep(run.args.idle)
                 out["gc_idle"] = gc_summary(after, site.probes(), since)
                 out["idle_s"] = run.args.idle
-            since = time.time()
-            out["fanout"] = one_update(
-                run, site, clients,
-                f"UPDATE benchsite_benchitem SET value = %s WHERE id = {pk}",
-                [pk], run.args.timeout,
-            )  # fmt: skip
-            out["gc_fanout"] = gc_summary([], site.probes(), since)
+            fanouts = []
+            for _ in range(run.args.repeat):
+                since = time.time()
+                fanout = one_update(
+                    run, site, clients,
+                    f"UPDATE benchsite_benchitem SET value = %s WHERE id = {pk}",
+                    [pk], run.args.timeout,
+                )  # fmt: skip
+                fanout["gc"] = gc_summary([], site.probes(), since)
+                fanouts.append(fanout)
+                time.sleep(0.5)
+            out.update(median_of(fanouts, "fanout"))
+            out["gc_fanout"] = out["fanout"]["gc"]
         finally:
             clients.close()
     return out
+
+
+def median_of(runs: list[dict], key: str) -> dict:
+    """The run with the median p99 under ``key``, and every run's p50 and p99 (``key_all``)."""
+    ranked = sorted(runs, key=lambda r: percentile(r["lat"], 99) if r["lat"] else float("inf"))
+    every = [
+        (percentile(r["lat"], 50), percentile(r["lat"], 99)) if r["lat"] else (None, None)
+        for r in runs
+    ]
+    return {key: ranked[len(ranked) // 2], f"{key}_all": every}
+
+
+def phase_floor(run: Run, n: int) -> dict:
+    """daphne's floor: n bare sockets on one row, one pre-encoded frame each (``--repeat``)."""
+    pk = 3
+    with ScaleSite("memory", 1) as site:
+        clients, connected = setup(run, site, [pk] * n, f"floor, {n} sockets", "/ws/floor/")
+        try:
+            floors = []
+            for _ in range(run.args.repeat):
+                since = time.time()
+                floor = one_floor(run, site, clients, pk, run.args.timeout)
+                floor["gc"] = gc_summary([], site.probes(), since)
+                floors.append(floor)
+                time.sleep(0.5)
+        finally:
+            clients.close()
+    return {"connect": connected, **median_of(floors, "floor")}
 
 
 def phase_own_rows(run: Run, layer: str, processes: int, n: int, with_steady: bool) -> dict:
@@ -625,6 +691,11 @@ def client_cells(result: dict) -> tuple[str, str]:
     return spread, busy
 
 
+def all_p99(every: list | None) -> str:
+    """Every fan-out's p99, in the order run."""
+    return ", ".join(ms(p99) for _p50, p99 in every) if every else "–"
+
+
 def backlog_grew(first: float, last: float) -> bool:
     """The last second's p50 over 1.5× the first's and 50 ms more."""
     return last > 1.5 * first and last - first > 0.05
@@ -655,15 +726,33 @@ def report(run: Run, version: str, commit: str, when: str | None = None) -> None
             g = r.get("one_row", {}).get("gc_fanout")
             paused = f"{ms(g['total'])}, gen2 {g['gen2']}" if g else "–"
             if f:
-                rows.append((f"{n:,}", received(f, n), *lat_cells(f), *client_cells(f),
+                every = all_p99(r.get("one_row", {}).get("fanout_all"))
+                rows.append((f"{n:,}", received(f, n), *lat_cells(f), every, *client_cells(f),
                              server_busy(f), paused))  # fmt: skip
         print_table(
             "1. fan-out: N sockets subscribed to one row, one UPDATE (memory layer, in-process"
-            " listener, one daphne)",
+            " listener, one daphne; of --repeat fan-outs, the one with the median p99)",
             rows,
-            ("sockets", "pushes received", "p50", "p99", "max",
+            ("sockets", "pushes received", "p50", "p99", "max", "p99 of each fan-out",
              "client processes' p50 spread", "client CPU busy (longest client GC pause)",
              "daphne CPU busy", "daphne GC paused in total, full collections"),
+        )  # fmt: skip
+    if "floor" in args.scenarios:
+        rows = []
+        for n, r in mem.items():
+            f, g = r.get("floor", {}).get("floor"), r.get("one_row", {}).get("fanout")
+            if f:
+                ours = f"{ms(g['server_cpu_s'] / n * 1000)}" if g else "–"
+                rows.append((f"{n:,}", received(f, n), *lat_cells(f),
+                             all_p99(r["floor"].get("floor_all")), server_busy(f),
+                             ms(f["server_cpu_s"] / n * 1000), ours))  # fmt: skip
+        print_table(
+            "1b. daphne's floor: the same fan-out from a bare ASGI app (no pgobserve, no"
+            " Channels), one pre-encoded frame per socket sent in one loop",
+            rows,
+            ("sockets", "frames received", "p50", "p99", "max", "p99 of each fan-out",
+             "daphne CPU busy", "daphne CPU per 1,000 sockets (floor)",
+             "the same for pgobserve (table 1)"),
         )  # fmt: skip
     if "own" in args.scenarios:
         rows = []
@@ -838,6 +927,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, help="seconds of steady load (20; quick 5)")
     parser.add_argument("--idle", type=float, help="idle seconds for the GC figures (30; quick 10)")
     parser.add_argument("--timeout", type=float, help="per wait for pushes (60 s; quick 20)")
+    parser.add_argument("--repeat", type=int, default=1, help="fan-outs per count (fanout, floor)")
     parser.add_argument("--connect-timeout", type=float, default=900)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--concurrency", type=int, default=50, help="connects in flight per client")
@@ -895,6 +985,8 @@ def main() -> None:
             r = run.results.setdefault(("memory", 1, n), {})
             if one_row:
                 r["one_row"] = phase_one_row(run, "memory", 1, n, "health" in args.scenarios)
+            if "floor" in args.scenarios:
+                r["floor"] = phase_floor(run, n)
             if own:
                 r["own_rows"] = phase_own_rows(run, "memory", 1, n, "steady" in args.scenarios)
         if "processes" in args.scenarios:

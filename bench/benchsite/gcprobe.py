@@ -15,6 +15,12 @@ attributes count per attribute (``consumer.<name>``). ``?freeze=1`` calls ``gc.f
 (``?unfreeze=1``: ``gc.unfreeze()``) and ``?collect=0`` skips the collection. Slow (seconds
 at 10,000 sockets) and it materializes each consumer's ``__dict__``: call it last.
 
+``/ws/floor/`` is daphne's floor for a fan-out, with no pgobserve and no Channels: a bare ASGI
+WebSocket app answering ``subscribe_instance`` as DCRF does and keeping each socket's
+``send`` by pk; ``GET /gcprobe/floor/?pk=3&value=7`` then sends each socket of the row one
+DCRF ``update`` frame (the data encoded once, the envelope per socket, as pgobserve does), in
+one loop, and answers the seconds that loop took.
+
 ``GET /gcprobe/profile/start?clock=cpu`` (or ``wall``; ``&gc=off``: the collector disabled
 until the stop, so no pause is charged to the function that happened to trigger it) starts
 yappi (bench only: ``pip install yappi``; py-spy cannot read this Python) on every thread;
@@ -222,9 +228,52 @@ async def _profile(scope, send) -> None:
     await _respond(send, json.dumps(body).encode())
 
 
+#: pk → {socket's send: the request_id of its subscribe_instance} (``/ws/floor/``).
+FLOOR: dict[int, dict] = {}
+
+
+async def _floor_socket(scope, receive, send) -> None:
+    """A bare WebSocket app: the least daphne needs to push to a subscribed socket."""
+    mine: list[int] = []
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif message["type"] == "websocket.disconnect":
+                return
+            elif message["type"] == "websocket.receive":
+                asked = json.loads(message.get("text") or "{}")
+                pk, request_id = asked.get("pk"), asked.get("request_id")
+                FLOOR.setdefault(pk, {})[send] = request_id
+                mine.append(pk)
+                reply = {"errors": [], "data": None, "action": asked.get("action"),
+                         "response_status": 201, "request_id": request_id}  # fmt: skip
+                await send({"type": "websocket.send", "text": json.dumps(reply)})
+    finally:
+        for pk in mine:
+            FLOOR.get(pk, {}).pop(send, None)
+
+
+async def _floor_push(scope, send) -> None:
+    query = parse_qs(scope.get("query_string", b"").decode())
+    pk, value = int(query["pk"][0]), int(query["value"][0])
+    start = time.perf_counter()
+    data = json.dumps({"id": pk, "value": value, "note": "floor"})
+    for socket_send, request_id in list(FLOOR.get(pk, {}).items()):
+        text = (f'{{"errors":[],"data":{data},"action":"update","response_status":200,'
+                f'"request_id":{json.dumps(request_id)}}}')  # fmt: skip
+        await socket_send({"type": "websocket.send", "text": text})
+    body = {"sockets": len(FLOOR.get(pk, {})), "loop_s": time.perf_counter() - start}
+    await _respond(send, json.dumps(body).encode())
+
+
 async def _probe(scope, receive, send) -> None:
     while (await receive())["type"] != "http.request":
         pass
+    if scope["path"].startswith("/gcprobe/floor/"):
+        await _floor_push(scope, send)
+        return
     if scope["path"].startswith("/gcprobe/profile/"):
         await _profile(scope, send)
         return
@@ -279,5 +328,7 @@ async def _respond(send, body: bytes) -> None:
 async def application(scope, receive, send) -> None:
     if scope["type"] == "http" and scope["path"].startswith("/gcprobe"):
         await _probe(scope, receive, send)
+    elif scope["type"] == "websocket" and scope["path"] == "/ws/floor/":
+        await _floor_socket(scope, receive, send)
     else:
         await site(scope, receive, send)
