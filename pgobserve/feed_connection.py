@@ -19,6 +19,12 @@ from being dropped). A read inside a caller's transaction (a test's) runs in it,
 Django 5.1's pool (``OPTIONS={"pool": True}``) removes the connect cost too, but only when a
 site turns it on (and installs psycopg-pool, on Django 5.1+); the kept connection works
 with the defaults, and with the pool (it then holds one of its connections).
+
+Pushes' re-reads have a kept connection of their own (``gives_way=True``) whose session has a
+lock timeout shorter than the server's ``deadlock_timeout``: a read of one statement can then
+run in autocommit (``generics.in_feed_snapshot``) and still give way to a writer that locks
+several tables, rather than deadlock it. A pooled connection is shared with others when it
+goes back: it is left as the pool gave it (its reads stay in a transaction).
 """
 
 from __future__ import annotations
@@ -41,8 +47,13 @@ R = TypeVar("R")
 #: whichever thread ``sync_to_async`` runs it in. Reentrant: a read's code that calls
 #: ``async_to_sync`` may have a nested read run in its own thread while it waits.
 _lock = threading.RLock()
-#: alias → the connection kept for it (at most one per alias per process).
-_kept: dict[str, Any] = {}
+#: (alias, gives_way) → the connection kept for it (at most two per alias per process).
+_kept: dict[tuple[str, bool], Any] = {}
+#: A session lock timeout shorter than the server's deadlock_timeout (see ``gives_way``).
+GIVE_WAY_SQL = (
+    "SELECT set_config('lock_timeout', greatest(1, extract(epoch FROM "
+    "current_setting('deadlock_timeout')::interval) * 500)::int::text, false)"
+)
 #: Consumers and listener feeds running in the process (``hold`` / ``release``), counted
 #: under a lock of their own: the event loop must not wait for a read to end.
 _holders = 0
@@ -74,31 +85,36 @@ def close_unheld() -> None:
                 kept.close()
 
 
-def reads(read: Callable[..., R], alias: str | None = None) -> Callable[..., Awaitable[R]]:
+def reads(
+    read: Callable[..., R], alias: str | None = None, *, gives_way: bool = False
+) -> Callable[..., Awaitable[R]]:
     """``database_sync_to_async(read)`` with ``read`` on the connection kept for ``alias``
-    (default: ``PGOBSERVE["DATABASE"]``)."""
+    (default: ``PGOBSERVE["DATABASE"]``); ``gives_way``: the one whose session gives way
+    to writers (pushes' re-reads)."""
 
     @functools.wraps(read)
     def read_on_kept(*args: Any, **kwargs: Any) -> R:
-        with kept_connection(alias or conf.database()):
+        with kept_connection(alias or conf.database(), gives_way):
             return read(*args, **kwargs)
 
     return database_sync_to_async(read_on_kept)
 
 
 @contextmanager
-def kept_connection(alias: str) -> Iterator[None]:
+def kept_connection(alias: str, gives_way: bool = False) -> Iterator[None]:
     """Make the connection kept for ``alias`` this thread's connection of ``alias``."""
     own = connections[alias]
     if own.in_atomic_block:  # the caller's transaction: read what it sees
         yield
         return
     with _lock:
-        kept = _kept.get(alias)
+        kept = _kept.get((alias, gives_way))
         if kept is None:
-            kept = _kept[alias] = connections.create_connection(alias)
+            kept = _kept[alias, gives_way] = connections.create_connection(alias)
             kept.inc_thread_sharing()  # used and closed from more than one thread
         _check(kept)
+        if gives_way:
+            _give_way(kept)
         connections[alias] = kept
         try:
             yield
@@ -107,6 +123,24 @@ def kept_connection(alias: str) -> Iterator[None]:
             _check(kept)
             if _holders <= 0:  # a read outside any consumer or feed keeps nothing
                 kept.close()
+
+
+def _give_way(kept: Any) -> None:
+    """Set the lock timeout of ``kept``'s session, once per server connection; not for a
+    pooled one (it goes back to others)."""
+    if getattr(kept, "pool", None) is not None:  # Django 5.1+ with OPTIONS={"pool": ...}
+        return
+    kept.ensure_connection()
+    if kept.__dict__.get("_pgobserve_gives_way") is not kept.connection:
+        with kept.cursor() as cursor:
+            cursor.execute(GIVE_WAY_SQL)
+        kept.__dict__["_pgobserve_gives_way"] = kept.connection
+
+
+def gives_way(connection: Any) -> bool:
+    """Whether ``connection``'s session gives way to writers (``_give_way`` set it up)."""
+    raw = connection.__dict__.get("_pgobserve_gives_way")
+    return raw is not None and raw is connection.connection
 
 
 def _check(kept: Any) -> None:

@@ -160,3 +160,42 @@ async def test_a_kept_connection_the_server_cut_is_replaced(listening, writer):
         assert PidTaskConsumer.push_pids[-1] == PidTaskConsumer.push_pids[-2]
     finally:
         await communicator.disconnect()
+
+
+class Reader:
+    """A push read that records whether it ran in a transaction, and the lock timeout."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[bool, str]] = []
+
+    def read(self, statements: int) -> int:
+        with connection.cursor() as cursor:
+            for _ in range(statements):
+                cursor.execute("SELECT current_setting('lock_timeout')")
+                timeout = cursor.fetchone()[0]
+        self.runs.append((connection.in_atomic_block, timeout))
+        return statements
+
+
+async def test_a_one_statement_push_read_runs_in_autocommit_a_longer_one_in_a_snapshot():
+    from pgobserve import feed_connection
+    from pgobserve.generics import in_feed_snapshot
+
+    feed_connection.hold()
+    try:
+        reader = Reader()
+        assert await in_feed_snapshot(reader.read)(1) == 1
+        # One statement, no transaction; the session gives way to writers all the same.
+        assert reader.runs == [(False, reader.runs[0][1])]
+        assert reader.runs[0][1] not in ("0", "")
+        assert await in_feed_snapshot(reader.read)(2) == 2
+        # Two statements may have seen two states: read again, in one snapshot...
+        assert [in_transaction for in_transaction, _ in reader.runs[1:]] == [False, True]
+        assert await in_feed_snapshot(reader.read)(1) == 1
+        # ... and this consumer's reads start in one from then on.
+        assert reader.runs[-1][0] is True
+        other = Reader()  # the same class and method: known to need a snapshot
+        assert await in_feed_snapshot(other.read)(1) == 1
+        assert other.runs[0][0] is True
+    finally:
+        await feed_connection.release()
