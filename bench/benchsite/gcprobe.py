@@ -58,6 +58,11 @@ if os.environ.get("BENCH_GC_THRESHOLD"):  # bench/bench_gc.py --gc threshold=700
 
 from .asgi import application as site  # noqa: E402  (after the callbacks: count its start-up)
 
+if os.environ.get("BENCH_TRACE"):  # bench/bench_path.py: stage timestamps of each push
+    from . import trace
+
+    trace.install()
+
 _policy = os.environ.get("BENCH_PGOBSERVE_GC", "")  # bench/bench_gc.py --gc freeze[=SECONDS]
 if _policy.startswith("freeze"):
     import pgobserve.gc
@@ -268,11 +273,47 @@ async def _floor_push(scope, send) -> None:
     await _respond(send, json.dumps(body).encode())
 
 
+async def _hops(count: int = 300) -> dict:
+    """Median µs into and back from the thread of a no-op, as a push's read makes it."""
+    from channels.db import database_sync_to_async
+
+    from pgobserve import feed_connection
+
+    entered: list[float] = []
+
+    def noop() -> None:
+        entered.append(time.perf_counter())
+
+    out = {}
+    for name, hop in (("database_sync_to_async", database_sync_to_async(noop)),
+                      ("feed_connection.reads", feed_connection.reads(noop))):  # fmt: skip
+        there, back = [], []
+        for _ in range(count):
+            start = time.perf_counter()
+            await hop()
+            end = time.perf_counter()
+            there.append(entered[-1] - start)
+            back.append(end - entered[-1])
+        out[name] = {
+            "to_us": sorted(there)[count // 2] * 1e6,
+            "back_us": sorted(back)[count // 2] * 1e6,
+        }
+    return out
+
+
 async def _probe(scope, receive, send) -> None:
     while (await receive())["type"] != "http.request":
         pass
     if scope["path"].startswith("/gcprobe/floor/"):
         await _floor_push(scope, send)
+        return
+    if scope["path"].startswith("/gcprobe/hop/"):  # bench/bench_path.py: a thread's round trip
+        await _respond(send, json.dumps(await _hops()).encode())
+        return
+    if scope["path"].startswith("/gcprobe/trace/"):  # BENCH_TRACE=1: benchsite/trace.py
+        from . import trace
+
+        await _respond(send, json.dumps(trace.take()).encode())
         return
     if scope["path"].startswith("/gcprobe/profile/"):
         await _profile(scope, send)
