@@ -92,10 +92,11 @@ def _roll(now: float) -> None:
 
 
 def _busy(now: float) -> bool:
-    """More young collections than ``busy_rate`` a second, in this window or the last."""
+    """More young collections than ``busy_rate`` a second, in this window so far (over at
+    least ``WINDOW / 5``: a burst is seen from its first tenth of a second) or the last."""
     _roll(now)
-    most = _policy["busy_rate"] * WINDOW
-    return _young["count"] > most or _young["before"] > most
+    so_far = _young["count"] / max(now - _young["start"], WINDOW / 5)
+    return so_far > _policy["busy_rate"] or _young["before"] / WINDOW > _policy["busy_rate"]
 
 
 def _walk_now(now: float) -> bool:
@@ -175,6 +176,7 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether ``install()`` is in effect."""
     return _on_collection in gc.callbacks
 
 
@@ -188,4 +190,6 @@ def collect_frozen() -> int:
 
 
 def stats() -> dict[str, int]:
+    """Counters since ``install()``: freezes, full walks, deferred walks, and the heap size
+    (memory blocks) after the last walk."""
     return {**_stats, "blocks_after_walk": _policy["base"]}
