@@ -455,13 +455,15 @@ def one_update(
     return one_change(run, site, clients, change, pks, timeout)
 
 
-def one_floor(run: Run, site: ScaleSite, clients: Clients, pk: int, timeout: float) -> dict:
-    """One frame to each ``/ws/floor/`` socket of row ``pk``, from each daphne process."""
+def one_floor(
+    run: Run, site: ScaleSite, clients: Clients, pk: int, timeout: float, tasks: bool = False
+) -> dict:
+    """One frame to each ``/ws/floor/`` socket of row ``pk`` (``tasks``: a task per socket)."""
 
     def change(value: int) -> float:
         start = time.time()
         for port in site.ports:
-            url = f"http://127.0.0.1:{port}/gcprobe/floor/?pk={pk}&value={value}"
+            url = f"http://127.0.0.1:{port}/gcprobe/floor/?pk={pk}&value={value}&tasks={int(tasks)}"
             with urllib.request.urlopen(url, timeout=timeout) as answer:
                 json.loads(answer.read())
         return start
@@ -597,7 +599,12 @@ def median_of(runs: list[dict], key: str) -> dict:
     """The run with the median p99 under ``key``, and every run's p50 and p99 (``key_all``)."""
     ranked = sorted(runs, key=lambda r: percentile(r["lat"], 99) if r["lat"] else float("inf"))
     every = [
-        (percentile(r["lat"], 50), percentile(r["lat"], 99)) if r["lat"] else (None, None)
+        (
+            percentile(r["lat"], 50) if r["lat"] else None,
+            percentile(r["lat"], 99) if r["lat"] else None,
+            r["gc"]["max"],
+            r["gc"]["gen2"],
+        )
         for r in runs
     ]
     return {key: ranked[len(ranked) // 2], f"{key}_all": every}
@@ -609,16 +616,19 @@ def phase_floor(run: Run, n: int) -> dict:
     with ScaleSite("memory", 1) as site:
         clients, connected = setup(run, site, [pk] * n, f"floor, {n} sockets", "/ws/floor/")
         try:
-            floors = []
-            for _ in range(run.args.repeat):
-                since = time.time()
-                floor = one_floor(run, site, clients, pk, run.args.timeout)
-                floor["gc"] = gc_summary([], site.probes(), since)
-                floors.append(floor)
-                time.sleep(0.5)
+            out = {"connect": connected}
+            for key, tasks in (("floor", False), ("floor_tasks", True)):
+                floors = []
+                for _ in range(run.args.repeat):
+                    since = time.time()
+                    floor = one_floor(run, site, clients, pk, run.args.timeout, tasks)
+                    floor["gc"] = gc_summary([], site.probes(), since)
+                    floors.append(floor)
+                    time.sleep(0.5)
+                out.update(median_of(floors, key))
         finally:
             clients.close()
-    return {"connect": connected, **median_of(floors, "floor")}
+    return out
 
 
 def phase_own_rows(run: Run, layer: str, processes: int, n: int, with_steady: bool) -> dict:
@@ -692,8 +702,13 @@ def client_cells(result: dict) -> tuple[str, str]:
 
 
 def all_p99(every: list | None) -> str:
-    """Every fan-out's p99, in the order run."""
-    return ", ".join(ms(p99) for _p50, p99 in every) if every else "–"
+    """Every fan-out's p99, in the order run (and its longest collector pause, when known)."""
+    if not every:
+        return "–"
+    return ", ".join(
+        ms(run[1]) + (f" (GC {ms(run[2])})" if len(run) > 2 and run[2] >= 0.05 else "")
+        for run in every
+    )
 
 
 def backlog_grew(first: float, last: float) -> bool:
@@ -740,18 +755,21 @@ def report(run: Run, version: str, commit: str, when: str | None = None) -> None
     if "floor" in args.scenarios:
         rows = []
         for n, r in mem.items():
-            f, g = r.get("floor", {}).get("floor"), r.get("one_row", {}).get("fanout")
-            if f:
-                ours = f"{ms(g['server_cpu_s'] / n * 1000)}" if g else "–"
-                rows.append((f"{n:,}", received(f, n), *lat_cells(f),
-                             all_p99(r["floor"].get("floor_all")), server_busy(f),
-                             ms(f["server_cpu_s"] / n * 1000), ours))  # fmt: skip
+            g = r.get("one_row", {}).get("fanout")
+            ours = f"{ms(g['server_cpu_s'] / n * 1000)}" if g else "–"
+            for key, how in (("floor", "one loop"), ("floor_tasks", "a task per socket")):
+                f = r.get("floor", {}).get(key)
+                if f:
+                    rows.append((f"{n:,}", how, received(f, n), *lat_cells(f),
+                                 all_p99(r["floor"].get(f"{key}_all")), server_busy(f),
+                                 ms(f["server_cpu_s"] / n * 1000), ours))  # fmt: skip
         print_table(
             "1b. daphne's floor: the same fan-out from a bare ASGI app (no pgobserve, no"
-            " Channels), one pre-encoded frame per socket sent in one loop",
+            " Channels), one pre-encoded frame per socket, sent in one loop or from a task"
+            " per socket",
             rows,
-            ("sockets", "frames received", "p50", "p99", "max", "p99 of each fan-out",
-             "daphne CPU busy", "daphne CPU per 1,000 sockets (floor)",
+            ("sockets", "sent from", "frames received", "p50", "p99", "max",
+             "p99 of each fan-out", "daphne CPU busy", "daphne CPU per 1,000 sockets (floor)",
              "the same for pgobserve (table 1)"),
         )  # fmt: skip
     if "own" in args.scenarios:

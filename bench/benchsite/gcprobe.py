@@ -19,7 +19,8 @@ at 10,000 sockets) and it materializes each consumer's ``__dict__``: call it las
 WebSocket app answering ``subscribe_instance`` as DCRF does and keeping each socket's
 ``send`` by pk; ``GET /gcprobe/floor/?pk=3&value=7`` then sends each socket of the row one
 DCRF ``update`` frame (the data encoded once, the envelope per socket, as pgobserve does), in
-one loop, and answers the seconds that loop took.
+one loop, and answers the seconds that loop took; ``&tasks=1``: one task per socket sends it
+(as each consumer sending from its own task would).
 
 ``GET /gcprobe/profile/start?clock=cpu`` (or ``wall``; ``&gc=off``: the collector disabled
 until the stop, so no pause is charged to the function that happened to trigger it) starts
@@ -31,6 +32,7 @@ module of the function's file), then clears the stats.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -265,10 +267,19 @@ async def _floor_push(scope, send) -> None:
     pk, value = int(query["pk"][0]), int(query["value"][0])
     start = time.perf_counter()
     data = json.dumps({"id": pk, "value": value, "note": "floor"})
-    for socket_send, request_id in list(FLOOR.get(pk, {}).items()):
+
+    async def push(socket_send, request_id) -> None:
         text = (f'{{"errors":[],"data":{data},"action":"update","response_status":200,'
                 f'"request_id":{json.dumps(request_id)}}}')  # fmt: skip
         await socket_send({"type": "websocket.send", "text": text})
+
+    if query.get("tasks") == ["1"]:  # a task per socket, as a consumer's own task would
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(push(*s)) for s in list(FLOOR.get(pk, {}).items())]
+        await asyncio.gather(*tasks)
+    else:
+        for socket_send, request_id in list(FLOOR.get(pk, {}).items()):
+            await push(socket_send, request_id)
     body = {"sockets": len(FLOOR.get(pk, {})), "loop_s": time.perf_counter() - start}
     await _respond(send, json.dumps(body).encode())
 
