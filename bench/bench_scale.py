@@ -22,7 +22,8 @@ listener, ``pgobserve.layers.InMemoryChannelLayer``, one daphne process):
   times: the table gives the fan-out with the median p99 and every p99);
 * ``floor``: daphne's floor for the same fan-out, with no pgobserve: the sockets of a bare
   ASGI app (``/ws/floor/`` of ``gcprobe``) get one pre-encoded frame each, sent in one loop
-  when ``GET /gcprobe/floor/`` asks (``--repeat`` times);
+  (or from a task per socket) when ``GET /gcprobe/floor/`` asks (``--repeat`` times); with
+  ``processes`` too, also at ``--process-sockets`` over each of ``--processes`` daphne;
 * ``own``: socket i subscribes row i; one UPDATE changing all N rows;
 * ``steady``: ``--rate`` single-row commits/s on random rows of the N for ``--duration`` s;
 * ``health``: daphne's RSS before/after connecting, time to connect and subscribe all, GC
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -460,12 +462,15 @@ def one_floor(
 ) -> dict:
     """One frame to each ``/ws/floor/`` socket of row ``pk`` (``tasks``: a task per socket)."""
 
+    def ask(port: int, value: int) -> None:
+        url = f"http://127.0.0.1:{port}/gcprobe/floor/?pk={pk}&value={value}&tasks={int(tasks)}"
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            json.loads(answer.read())
+
     def change(value: int) -> float:
         start = time.time()
-        for port in site.ports:
-            url = f"http://127.0.0.1:{port}/gcprobe/floor/?pk={pk}&value={value}&tasks={int(tasks)}"
-            with urllib.request.urlopen(url, timeout=timeout) as answer:
-                json.loads(answer.read())
+        with ThreadPoolExecutor(len(site.ports)) as pool:  # every process at once
+            list(pool.map(ask, site.ports, [value] * len(site.ports)))
         return start
 
     return one_change(run, site, clients, change, [pk], timeout)
@@ -610,10 +615,11 @@ def median_of(runs: list[dict], key: str) -> dict:
     return {key: ranked[len(ranked) // 2], f"{key}_all": every}
 
 
-def phase_floor(run: Run, n: int) -> dict:
-    """daphne's floor: n bare sockets on one row, one pre-encoded frame each (``--repeat``)."""
+def phase_floor(run: Run, n: int, processes: int = 1) -> dict:
+    """daphne's floor: n bare sockets on one row (round-robin over ``processes``), one
+    pre-encoded frame each (``--repeat``)."""
     pk = 3
-    with ScaleSite("memory", 1) as site:
+    with ScaleSite("memory", processes) as site:
         clients, connected = setup(run, site, [pk] * n, f"floor, {n} sockets", "/ws/floor/")
         try:
             out = {"connect": connected}
@@ -754,13 +760,14 @@ def report(run: Run, version: str, commit: str, when: str | None = None) -> None
         )  # fmt: skip
     if "floor" in args.scenarios:
         rows = []
-        for n, r in mem.items():
+        floors = sorted((k, v) for k, v in res.items() if k[0] == "memory" and "floor" in v)
+        for (_layer, p, n), r in floors:
             g = r.get("one_row", {}).get("fanout")
             ours = f"{ms(g['server_cpu_s'] / n * 1000)}" if g else "–"
             for key, how in (("floor", "one loop"), ("floor_tasks", "a task per socket")):
                 f = r.get("floor", {}).get(key)
                 if f:
-                    rows.append((f"{n:,}", how, received(f, n), *lat_cells(f),
+                    rows.append((f"{n:,}", f"{p}", how, received(f, n), *lat_cells(f),
                                  all_p99(r["floor"].get(f"{key}_all")), server_busy(f),
                                  ms(f["server_cpu_s"] / n * 1000), ours))  # fmt: skip
         print_table(
@@ -768,7 +775,7 @@ def report(run: Run, version: str, commit: str, when: str | None = None) -> None
             " Channels), one pre-encoded frame per socket, sent in one loop or from a task"
             " per socket",
             rows,
-            ("sockets", "sent from", "frames received", "p50", "p99", "max",
+            ("sockets", "daphne processes", "sent from", "frames received", "p50", "p99", "max",
              "p99 of each fan-out", "daphne CPU busy", "daphne CPU per 1,000 sockets (floor)",
              "the same for pgobserve (table 1)"),
         )  # fmt: skip
@@ -1005,6 +1012,11 @@ def main() -> None:
                 r["one_row"] = phase_one_row(run, "memory", 1, n, "health" in args.scenarios)
             if "floor" in args.scenarios:
                 r["floor"] = phase_floor(run, n)
+        if {"floor", "processes"} <= set(args.scenarios):
+            for p in args.processes:
+                if p > 1:
+                    r = run.results.setdefault(("memory", p, args.process_sockets), {})
+                    r["floor"] = phase_floor(run, args.process_sockets, p)
             if own:
                 r["own_rows"] = phase_own_rows(run, "memory", 1, n, "steady" in args.scenarios)
         if "processes" in args.scenarios:
