@@ -15,8 +15,12 @@ from typing import Any
 
 from . import conf, inprocess
 
+__all__ = ["PgObserveRouter"]
+
 
 class PgObserveRouter:
+    """Wrap an ASGI application: start the in-process listener at startup, stop it at shutdown."""
+
     def __init__(self, app: Any) -> None:
         self.app = app
 

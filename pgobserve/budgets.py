@@ -1,4 +1,4 @@
-"""Per-socket budgets: how much one socket may make the server hold.
+"""Per-socket budgets: how much one socket may make the server hold (internal).
 
 Every subscription costs memory for as long as the socket lives, and every held row costs
 a read and a push on each change: without a bound, one anonymous socket with 150 query
@@ -17,7 +17,7 @@ from rest_framework import exceptions
 
 from . import conf
 
-__all__ = ["OverBudget", "ensure_room"]
+__all__: list[str] = []  # internal: no public API
 
 
 class OverBudget(exceptions.APIException):

@@ -10,6 +10,26 @@ from typing import Any
 
 from django.conf import settings
 
+__all__ = [
+    "models",
+    "old_rows",
+    "channel",
+    "database",
+    "shards",
+    "coalesce_seconds",
+    "update_diff_max_rows",
+    "max_pks_per_message",
+    "in_process_listener",
+    "leader_lock_key",
+    "max_query_rows",
+    "max_subscriptions",
+    "max_rows",
+    "close_on_logout",
+    "send_queue_high_water",
+    "send_queue_timeout",
+    "observe_related",
+]
+
 
 def _get(name: str, default: Any) -> Any:
     return getattr(settings, "PGOBSERVE", {}).get(name, default)

@@ -53,6 +53,8 @@ FEED_MESSAGES = frozenset({"pgobserve.change", "pgobserve.resync", "pgobserve.se
 
 
 class ActionMissingException(exceptions.APIException):
+    """405: the message names no ``action`` (DCRF's exception and words)."""
+
     status_code = 405
     default_detail = "Unable to find action in message body."
 

@@ -1,4 +1,4 @@
-"""The database connection pgobserve keeps for the reads of its change feed.
+"""The database connection pgobserve keeps for the reads of its change feed (internal).
 
 A push's re-read (and a model observer's reads in the listener) is not a request. Run
 through Channels' ``database_sync_to_async`` on the thread's own connection, it would
@@ -40,6 +40,8 @@ from channels.db import database_sync_to_async
 from django.db import connections
 
 from . import conf
+
+__all__: list[str] = []  # internal: no public API
 
 R = TypeVar("R")
 

@@ -1,4 +1,4 @@
-"""Turn a client's ``filters`` object into a validated ``Q``, against what the consumer allows.
+"""A client's ``filters`` object as a validated ``Q``, against what the consumer allows (internal).
 
 A consumer declares ``query_filter_fields``: either a list of field paths (exact match only)
 or a dict of field path → allowed lookups::
@@ -22,6 +22,8 @@ from django.db.models import Q
 from rest_framework.exceptions import ValidationError
 
 from . import inputs
+
+__all__: list[str] = []  # internal: no public API
 
 #: Lookups a consumer may allow; each takes a scalar value except ``in`` (a list) and
 #: ``isnull`` (a boolean).

@@ -25,7 +25,7 @@ from .consumers import AsyncAPIConsumer, BadRequest, required
 from .permissions import may_refuse
 from .watches import Watch
 
-__all__ = ["GenericAsyncAPIConsumer", "in_feed_snapshot", "in_snapshot", "snapshot"]
+__all__ = ["GenericAsyncAPIConsumer"]
 
 W = TypeVar("W", bound=Watch)
 R = TypeVar("R")

@@ -1,4 +1,4 @@
-"""Channel-layer group names. Pure functions, shared by the listener and the consumers.
+"""Channel-layer group names (internal). Pure functions, shared by the listener and consumers.
 
 Every table has one *table group* (query subscribers: they must see every change) and
 ``SHARDS`` *shard groups* (instance subscribers: a consumer watching one row joins the
@@ -12,6 +12,8 @@ import hashlib
 import re
 import zlib
 from typing import Any
+
+__all__: list[str] = []  # internal: no public API
 
 #: Every pgobserve consumer joins this group; the listener sends ``pgobserve.resync`` to it
 #: after any gap in which notifications may have been lost.

@@ -1,4 +1,4 @@
-"""One channel per process for the change feed, fanned out to its consumers in memory.
+"""One channel per process for the change feed, fanned out to its consumers in memory (internal).
 
 Were each consumer its own member of the table and shard groups, one change would cost one
 channel-layer message per socket that might care (a copy, a dispatch and a task each: with
@@ -39,7 +39,7 @@ from .sequences import GroupSequences
 
 logger = logging.getLogger("pgobserve.consumers")
 
-__all__ = ["FeedMember", "Hub", "hub_for"]
+__all__: list[str] = []  # internal: no public API
 
 
 class FeedMember(Protocol):

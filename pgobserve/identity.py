@@ -1,4 +1,4 @@
-"""Close a socket when its session ends or its user is deactivated.
+"""Close a socket when its session ends or its user is deactivated (internal).
 
 A socket is authenticated once, when it connects; without this, a socket opened before
 its user logged out (or was deactivated, or deleted) would keep receiving pushes. With
@@ -23,6 +23,8 @@ from django.utils import timezone
 
 from . import conf, groups, registry, sql
 from .watches import Watch
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.consumers")
 

@@ -1,4 +1,4 @@
-"""The in-process listener: the LISTEN loop as a task inside the ASGI server's event loop.
+"""The in-process listener (internal): the LISTEN loop as a task in the ASGI server's loop.
 
 Switched on by ``PGOBSERVE["IN_PROCESS_LISTENER"] = True`` (development, the demo, one
 server process with the in-memory channel layer). Daphne sends no ASGI lifespan events,
@@ -23,6 +23,8 @@ import weakref
 from . import conf
 from .intake import observed_pk_kinds
 from .listener import Listener, conninfo_for_alias
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.listener")
 
@@ -54,12 +56,6 @@ def ensure_started() -> Listener | None:
 def _log_end(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("pgobserve in-process listener failed", exc_info=task.exception())
-
-
-def current() -> Listener | None:
-    """The listener running on this event loop, if any."""
-    found = _running.get(asyncio.get_running_loop())
-    return found[0] if found is not None and not found[1].done() else None
 
 
 async def stop() -> None:

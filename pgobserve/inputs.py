@@ -1,4 +1,4 @@
-"""What a client sends, checked before it reaches a Python call or PostgreSQL.
+"""What a client sends, checked before it reaches a Python call or PostgreSQL (internal).
 
 Frames: a text frame is decoded only if it is at most ``max_bytes`` long (413 past it),
 nested at most ``max_depth`` deep (checked on the text before parsing, so a megabyte of
@@ -25,15 +25,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import connections, models, router
 from rest_framework import exceptions
 
-__all__ = [
-    "MessageTooLarge",
-    "check_size",
-    "column_value",
-    "loads",
-    "model_field",
-    "nesting_within",
-    "refuse_unstorable_text",
-]
+__all__: list[str] = []  # internal: no public API
 
 
 class MessageTooLarge(exceptions.APIException):

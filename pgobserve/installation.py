@@ -1,4 +1,4 @@
-"""Install, uninstall and inspect the generated triggers in a database."""
+"""Install, uninstall and inspect the generated triggers in a database (internal)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from django.db import connections, transaction
 
 from . import conf, registry, sql
+
+__all__: list[str] = []  # internal: no public API
 
 INSTALLED, OUTDATED, MISSING, ORPHANED = "installed", "outdated", "missing", "orphaned"
 
@@ -71,10 +73,6 @@ def status(alias: str | None = None) -> list[TableStatus]:
         result.append(TableStatus(spec.table, state, model._meta.label))
     result += [TableStatus(table, ORPHANED) for table in sorted(installed)]
     return result
-
-
-def install_sql(spec: sql.TableSpec) -> list[str]:
-    return sql.render_install(spec)
 
 
 def install(alias: str | None = None, *, dry_run: bool = False) -> list[tuple[str, list[str]]]:

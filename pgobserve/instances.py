@@ -1,4 +1,4 @@
-"""Instance subscriptions of one consumer: which rows, for which request_ids, last data sent.
+"""Instance subscriptions of one consumer (internal): rows, request_ids, last data sent.
 
 A subscription is (request_id, row). The row is followed by its pk, whatever the lookup
 field. Each subscription remembers the data its client last got (the snapshot read when
@@ -20,6 +20,8 @@ from channels.db import database_sync_to_async
 from . import conf, groups
 from .consumers import AsyncAPIConsumer
 from .watches import Watch
+
+__all__: list[str] = []  # internal: no public API
 
 #: A consumer watching rows in more shards than this joins the table group instead.
 WIDE_AT = 16

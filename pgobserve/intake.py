@@ -1,4 +1,4 @@
-"""What the listener accepts, and what it holds until it is sent.
+"""What the listener accepts, and what it holds until it is sent (internal).
 
 Any role that can connect to the database can NOTIFY the channel, so a notification is
 input, not a fact. ``Gate`` drops payloads a trigger would not write and (given the
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 import psycopg
 
 from .payload import Change, PayloadError, check_pks, decode
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.listener")
 

@@ -20,6 +20,9 @@ __all__ = ["InMemoryChannelLayer"]
 
 
 class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
+    """Channels' ``InMemoryChannelLayer``, sweeping expired entries at most once per
+    ``CLEAN_INTERVAL`` seconds instead of on each ``receive()``."""
+
     CLEAN_INTERVAL = 1.0
 
     _last_clean = 0.0

@@ -1,4 +1,4 @@
-"""The listener: LISTEN on PostgreSQL, turn notifications into Channels group messages.
+"""The listener (internal): LISTEN on PostgreSQL, notifications to Channels group messages.
 
 One dedicated autocommit connection (psycopg 3, async) LISTENs on the pgobserve channel.
 Notifications are merged per table while the previous batch is being sent (plus an
@@ -37,6 +37,8 @@ from .intake import Backlog, Gate
 from .observer.feed import ObserverFeed
 from .outages import LOG_EVERY
 from .payload import TableChanges, merge
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.listener")
 
@@ -82,17 +84,6 @@ def conninfo_for_alias(alias: str | None = None) -> dict[str, Any]:
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def group_messages(
-    merged: dict[str, TableChanges], shards: int, max_pks: int
-) -> list[tuple[str, dict[str, Any]]]:
-    """(group, message) pairs for one batch of merged changes. Pure, so it is unit-tested."""
-    return [
-        pair
-        for table, changes in merged.items()
-        for pair in table_messages(table, changes, shards, max_pks)
-    ]
 
 
 def table_messages(

@@ -1,5 +1,5 @@
 """The channel-layer groups of one channel (a consumer's, or its process's ``hub.Hub``),
-kept for as long as it lives.
+kept for as long as it lives (internal).
 
 Channel layers forget a membership ``group_expiry`` seconds after it was added (a day by
 default, in channels-redis and channels' in-memory layer), and channels-redis raises on
@@ -25,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .outages import Outage, jitter
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.consumers")
 

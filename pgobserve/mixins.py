@@ -55,6 +55,8 @@ UNSERIALIZED = object()
 
 
 class CreateModelMixin:
+    """``create``: validate ``data`` with the serializer, ``perform_create``, reply 201."""
+
     @action()
     def create(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
         serializer = self.get_serializer(data=data, action_kwargs=kwargs)
@@ -67,6 +69,8 @@ class CreateModelMixin:
 
 
 class ListModelMixin:
+    """``list``: every row of ``filter_queryset(get_queryset())``, serialized, 200."""
+
     @action()
     def list(self, **kwargs: Any) -> tuple[Any, int]:
         queryset = self.filter_queryset(self.get_queryset(**kwargs), **kwargs)
@@ -74,6 +78,8 @@ class ListModelMixin:
 
 
 class RetrieveModelMixin:
+    """``retrieve``: the row named by the lookup value (``get_object``), 200 or 404."""
+
     @action()
     def retrieve(self, **kwargs: Any) -> tuple[Any, int]:
         instance = self.get_object(**kwargs)
@@ -95,6 +101,8 @@ def _save(consumer: Any, data: dict, partial: bool, perform: Any, kwargs: dict) 
 
 
 class UpdateModelMixin:
+    """``update``: validate ``data`` against the row the lookup value names, ``perform_update``."""
+
     @action()
     def update(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
         return _save(self, data, False, self.perform_update, kwargs)
@@ -115,6 +123,8 @@ class PatchModelMixin:
 
 
 class DeleteModelMixin:
+    """``delete``: the row named by the lookup value, ``perform_delete``, 204."""
+
     @action()
     def delete(self, **kwargs: Any) -> tuple[None, int]:
         instance = self.get_object(**kwargs)

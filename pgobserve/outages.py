@@ -1,4 +1,4 @@
-"""Outages of what consumers depend on (the channel layer, the database), one per process.
+"""Outages of what consumers depend on (channel layer, database), one per process (internal).
 
 When Redis or PostgreSQL goes away, thousands of sockets notice at once. Rather than each
 retrying on its own (thousands of connection attempts a second against a server that is
@@ -13,6 +13,8 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.consumers")
 

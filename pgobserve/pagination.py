@@ -22,7 +22,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from rest_framework.pagination import LimitOffsetPagination
 
-__all__ = ["WebsocketLimitOffsetPagination", "default_pagination_class", "page_size"]
+__all__ = ["WebsocketLimitOffsetPagination"]
 
 
 def page_size() -> int | None:

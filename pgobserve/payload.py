@@ -1,4 +1,4 @@
-"""Decode NOTIFY payloads and merge them into per-table change sets. Pure functions.
+"""Decode NOTIFY payloads and merge them into per-table change sets (internal). Pure functions.
 
 A payload is what the generated trigger function sends (see ``sql.py``)::
 
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .sql import MAX_XID, PAYLOAD_LIMIT, payload_header
+
+__all__: list[str] = []  # internal: no public API
 
 OPS = frozenset("IUDT")
 #: The keys of a v1 payload, all required; a table that keeps old rows adds ``"x"``.

@@ -22,16 +22,7 @@ from rest_framework.permissions import NOT as DRF_NOT
 from rest_framework.permissions import OR as DRF_OR
 from rest_framework.permissions import BasePermission as DRFBasePermission
 
-__all__ = [
-    "BasePermission",
-    "AllowAny",
-    "IsAuthenticated",
-    "WrappedDRFPermission",
-    "ensure_async",
-    "request_from_scope",
-    "instantiate",
-    "may_refuse",
-]
+__all__ = ["BasePermission", "AllowAny", "IsAuthenticated", "WrappedDRFPermission"]
 
 
 def ensure_async(method: Callable) -> Callable:
@@ -42,19 +33,34 @@ def ensure_async(method: Callable) -> Callable:
 
 
 def request_from_scope(scope: dict[str, Any]) -> HttpRequest:
-    """A minimal ``HttpRequest`` for DRF permissions: path, user, session, headers, cookies."""
+    """An ``HttpRequest`` standing for the socket's handshake (for DRF permissions and
+    ``view_as_consumer``): its path, user, session, cookies and headers (under Django's
+    ``META`` names and, as DCRF has them, raw)."""
     from django.contrib.auth.models import AnonymousUser
 
     request = HttpRequest()
-    request.path = scope.get("path") or ""
+    request.path = request.path_info = scope.get("path", "")
     request.session = scope.get("session")
-    request.user = scope.get("user") or AnonymousUser()
-    request.META["HTTP_CONTENT_TYPE"] = "application/json"
-    request.META["HTTP_ACCEPT"] = "application/json"
-    for name, value in scope.get("headers", []):
-        request.META[name.decode("latin1")] = value.decode("latin1")
+    user = scope.get("user")
+    request.user = AnonymousUser() if user is None else user
+    meta = request.META
+    meta["PATH_INFO"] = request.path
+    meta["SCRIPT_NAME"] = scope.get("root_path", "")
+    if scope.get("client"):
+        meta["REMOTE_ADDR"], meta["REMOTE_PORT"] = scope["client"][0], scope["client"][1]
+    if scope.get("server"):
+        meta["SERVER_NAME"], meta["SERVER_PORT"] = scope["server"][0], str(scope["server"][1])
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = raw_name.decode("latin1"), raw_value.decode("latin1")
+        meta[name] = value  # DCRF's key
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if key in meta:  # a repeated header: one value, as Django's ASGI handler joins them
+            value = meta[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+        meta[key] = value
+    # JSON, whatever the browser's handshake accepted.
+    meta["HTTP_ACCEPT"] = meta["HTTP_CONTENT_TYPE"] = "application/json"
     if scope.get("cookies"):
-        request.COOKIES = scope["cookies"]
+        request.COOKIES = dict(scope["cookies"])
     return request
 
 

@@ -45,6 +45,8 @@ REQUERY_ABOVE = 1000
 
 
 class QueryTooLarge(exceptions.APIException):
+    """413: a query subscription's snapshot would have more than ``query_max_rows`` rows."""
+
     status_code = 413
     default_detail = "The query matches too many rows."
 

@@ -1,4 +1,4 @@
-"""Which models are observed: ``PGOBSERVE["MODELS"]`` plus models marked with ``@observe``."""
+"""Which models are observed (internal): ``PGOBSERVE["MODELS"]`` and those marked ``@observe``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
 from . import conf
+
+__all__: list[str] = []  # internal: no public API
 
 M = TypeVar("M", bound=type[models.Model])
 
@@ -160,10 +162,6 @@ def observed_models() -> list[type[models.Model]]:
 def observed_tables() -> dict[str, type[models.Model]]:
     """``db_table`` → model for every observed model."""
     return {m._meta.db_table: m for m in observed_models()}
-
-
-def model_for_table(table: str) -> type[models.Model] | None:
-    return observed_tables().get(table)
 
 
 def is_observed(model: type[models.Model]) -> bool:

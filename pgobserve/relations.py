@@ -1,4 +1,4 @@
-"""The other tables a consumer's queryset reads, so that their changes re-check what it watches.
+"""The other tables a consumer's queryset reads, whose changes re-check what it watches (internal).
 
 A per-user queryset such as ``Task.objects.filter(project__owner=user)`` decides a task's
 visibility from a column of ``tasks_project``: when a project changes owner, no task row
@@ -37,6 +37,8 @@ from django.db.models.sql.datastructures import BaseTable
 from django.db.models.sql.query import Query
 
 from . import registry
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.consumers")
 

@@ -1,4 +1,5 @@
-"""A bounded send queue per socket: a client that does not read costs little and is closed.
+"""A bounded send queue per socket (internal): a client that does not read costs little and
+is closed.
 
 Under daphne, ``await send(...)`` never waits for the client: the frame is handed to
 Twisted's transport, whose buffer grows without bound (a socket that never reads during
@@ -26,6 +27,8 @@ import logging
 from typing import Any
 
 from . import conf
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.consumers")
 

@@ -1,4 +1,4 @@
-"""Which change messages a consumer missed: each group's messages are numbered.
+"""Which change messages a consumer missed (internal): each group's messages are numbered.
 
 A channel layer may drop a message on its way to one consumer: channels-redis drops what
 exceeds a channel's ``capacity`` and expires what waits longer than ``expiry`` (60 s),
@@ -9,6 +9,8 @@ instead of missing the change for ever. Pure bookkeeping, one small dict per con
 """
 
 from __future__ import annotations
+
+__all__: list[str] = []  # internal: no public API
 
 
 class GroupSequences:

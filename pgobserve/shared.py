@@ -1,4 +1,4 @@
-"""Re-reads shared between the consumers of one process.
+"""Re-reads shared between the consumers of one process (internal).
 
 When a change reaches many sockets of the same consumer class (1,000 clients on one row),
 each would run the same query and serialize the same rows. A class that declares
@@ -23,6 +23,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
 from typing import Any
+
+__all__: list[str] = []  # internal: no public API
 
 #: How long a finished read stays available to consumers that are slower to get to it.
 KEEP_SECONDS = 5.0

@@ -1,4 +1,4 @@
-"""Render the trigger SQL for an observed table. Pure functions: no database, no Django I/O.
+"""Render the trigger SQL for an observed table (internal). Pure functions: no database or I/O.
 
 Each observed table gets one PL/pgSQL function and four statement-level triggers
 (INSERT, UPDATE, DELETE with transition tables, and TRUNCATE). The function sends
@@ -16,6 +16,8 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+
+__all__: list[str] = []  # internal: no public API
 
 TEMPLATE_VERSION = 2
 

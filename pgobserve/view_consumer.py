@@ -24,48 +24,19 @@ from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.template.response import SimpleTemplateResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
 from .consumers import AsyncAPIConsumer, BadRequest
+from .permissions import request_from_scope
 
-__all__ = ["DjangoViewAsConsumer", "view_as_consumer", "request_from_scope"]
+__all__ = ["DjangoViewAsConsumer", "view_as_consumer"]
 
 #: DCRF's mapping of actions to HTTP methods.
 DEFAULT_ACTIONS = {"create": "PUT", "update": "PATCH", "list": "GET", "retrieve": "GET"}
-
-
-def request_from_scope(scope: dict[str, Any]) -> HttpRequest:
-    """An ``HttpRequest`` standing for the socket's handshake: its path, user, session,
-    cookies and headers (under Django's ``META`` names and, as DCRF has them, raw)."""
-    request = HttpRequest()
-    request.path = request.path_info = scope.get("path", "")
-    request.session = scope.get("session")
-    user = scope.get("user")
-    request.user = AnonymousUser() if user is None else user
-    meta = request.META
-    meta["PATH_INFO"] = request.path
-    meta["SCRIPT_NAME"] = scope.get("root_path", "")
-    if scope.get("client"):
-        meta["REMOTE_ADDR"], meta["REMOTE_PORT"] = scope["client"][0], scope["client"][1]
-    if scope.get("server"):
-        meta["SERVER_NAME"], meta["SERVER_PORT"] = scope["server"][0], str(scope["server"][1])
-    for raw_name, raw_value in scope.get("headers", []):
-        name, value = raw_name.decode("latin1"), raw_value.decode("latin1")
-        meta[name] = value  # DCRF's key
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if key in meta:  # a repeated header: one value, as Django's ASGI handler joins them
-            value = meta[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
-        meta[key] = value
-    # The view answers JSON whatever the browser's handshake accepted.
-    meta["HTTP_ACCEPT"] = meta["HTTP_CONTENT_TYPE"] = "application/json"
-    if scope.get("cookies"):
-        request.COOKIES = dict(scope["cookies"])
-    return request
 
 
 def _object(kwargs: dict[str, Any], name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What one consumer watches, per table, and the batching of changes into re-reads.
+"""What one consumer watches, per table, and the batching of changes into re-reads (internal).
 
 Each subscription *kind* (instance subscriptions now, query subscriptions later) is a
 ``Watch`` registered for a table. Change messages only record which pks of which table
@@ -31,6 +31,8 @@ from django.db import InterfaceError, OperationalError, connections
 
 from . import conf
 from .outages import Outage
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.consumers")
 

@@ -131,7 +131,7 @@ def test_changes_to_a_long_named_table_are_delivered(long_models, notifications,
             ).fetchone()
             changes = notifications.drain()
             assert pks_of(changes, name, "I") == {pk}
-            assert registry.model_for_table(name) is model  # how the payload finds its model
+            assert registry.observed_tables()[name] is model  # the payload's name finds it
     finally:
         for name in LONG_NAMES:  # committed: drop the tables (and triggers) and functions
             raw_conn.execute(f"DROP TABLE IF EXISTS {sql.quote_ident(name)}")

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from pgobserve import groups, payload, sql
-from pgobserve.listener import group_messages
+from pgobserve.listener import table_messages
 from pgobserve.payload import Change, PayloadError, TableChanges
 
 WEIRD = 'we"ird; drop table x; --'
@@ -180,12 +180,12 @@ def test_shards_spread_pks():
     assert min(counts) > 700 and max(counts) < 1300
 
 
-# listener.group_messages -------------------------------------------------------------------
+# listener.table_messages -------------------------------------------------------------------
 
 
 def test_100k_pks_make_a_few_hundred_messages_with_each_shard_getting_its_own_pks():
     pks = set(range(100_000))
-    messages = group_messages({"t": TableChanges(pks=pks)}, shards=64, max_pks=5000)
+    messages = table_messages("t", TableChanges(pks=pks), shards=64, max_pks=5000)
     assert len(messages) <= 100_000 // 5000 + 64
     table = [m for g, m in messages if g == groups.table_group("t")]
     assert set().union(*(m["pks"] for m in table)) == pks
@@ -202,13 +202,13 @@ def test_100k_pks_make_a_few_hundred_messages_with_each_shard_getting_its_own_pk
 
 
 def test_one_changed_row_wakes_one_shard():
-    messages = group_messages({"t": TableChanges(pks={7})}, shards=64, max_pks=5000)
+    messages = table_messages("t", TableChanges(pks={7}), shards=64, max_pks=5000)
     assert [g for g, _ in messages] == [groups.table_group("t"), groups.group_for_pk("t", 7, 64)]
 
 
 def test_everything_goes_to_the_table_group_and_every_shard():
-    merged = {"t": TableChanges(pks={1}, everything=True, truncated=True)}
-    messages = group_messages(merged, shards=8, max_pks=5000)
+    changes = TableChanges(pks={1}, everything=True, truncated=True)
+    messages = table_messages("t", changes, shards=8, max_pks=5000)
     assert {g for g, _ in messages} == {groups.table_group("t")} | {
         groups.shard_group("t", s) for s in range(8)
     }

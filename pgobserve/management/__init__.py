@@ -1,0 +1,3 @@
+"""The ``manage.py pgobserve`` command's package (internal)."""
+
+__all__: list[str] = []  # internal: no public API

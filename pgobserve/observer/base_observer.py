@@ -17,6 +17,8 @@ from copy import deepcopy
 from functools import partial
 from typing import Any
 
+__all__ = ["BaseObserver"]
+
 
 class BoundObserver(partial):
     """An observer bound to one consumer: its methods get ``consumer=`` filled in."""

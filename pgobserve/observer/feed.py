@@ -1,4 +1,4 @@
-"""The listener's side of model observers: committed changes become DCRF events.
+"""The listener's side of model observers (internal): committed changes become DCRF events.
 
 The listener hands every batch to its ``ObserverFeed``. For each table that model
 observers watch (or whose many-to-many changes they follow), the feed reads, in a few
@@ -34,6 +34,8 @@ from .. import conf, feed_connection, groups, sql
 from ..payload import Change
 from ..watches import CONNECTION_ERRORS, database_outage
 from .model_observer import Action, ModelObserver, live_observers
+
+__all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.observer")
 

@@ -24,8 +24,12 @@ from rest_framework.serializers import Serializer
 from .. import registry
 from .base_observer import BaseObserver
 
+__all__ = ["Action", "ModelObserver"]
+
 
 class Action(Enum):
+    """What happened to a row, as a model observer's ``action`` argument (DCRF's)."""
+
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
@@ -41,6 +45,8 @@ def live_observers() -> list[ModelObserver]:
 
 
 class ModelObserver(BaseObserver):
+    """What ``@model_observer(Model)`` makes of a consumer method (see the module doc)."""
+
     def __init__(
         self,
         func: Callable[..., Any],

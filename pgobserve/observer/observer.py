@@ -18,8 +18,12 @@ from django.dispatch import Signal
 
 from .base_observer import BaseObserver
 
+__all__ = ["Observer"]
+
 
 class Observer(BaseObserver):
+    """What ``@observer(signal)`` makes of a consumer method (see the module doc)."""
+
     def __init__(
         self,
         func: Callable[..., Any],

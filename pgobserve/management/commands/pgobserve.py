@@ -1,4 +1,4 @@
-"""``manage.py pgobserve install|uninstall|status|listen|makemigration``."""
+"""``manage.py pgobserve install|uninstall|status|listen|makemigration`` (internal)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import pgobserve
 from pgobserve import installation, registry, sql
 from pgobserve.intake import observed_pk_kinds
 from pgobserve.listener import Listener, conninfo_for_alias
+
+__all__: list[str] = []  # internal: no public API
 
 TEMPLATE = Path(pgobserve.__file__).parent / "migrations_templates" / "pgobserve_triggers.py-tpl"
 
