@@ -25,13 +25,12 @@ from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
-from django.core import exceptions as django_exceptions
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import Http404
 from rest_framework import exceptions
 
 from . import hub, inprocess, inputs
+from .errors import BadRequest, api_exception
 from .identity import SocketIdentity
 from .memberships import Memberships
 from .permissions import AllowAny, BasePermission, ensure_async, instantiate, may_refuse
@@ -57,14 +56,6 @@ class ActionMissingException(exceptions.APIException):
 
     status_code = 405
     default_detail = "Unable to find action in message body."
-
-
-class BadRequest(exceptions.ValidationError):
-    """400 for malformed client input (the ``ValidationError`` shape DCRF clients know)."""
-
-
-def required(field: str) -> BadRequest:
-    return BadRequest({field: ["This field is required."]})
 
 
 class APIConsumerMetaclass(type):
@@ -388,17 +379,9 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
 
     async def handle_exception(self, exc: Exception, action: str | None, request_id: Any) -> None:
         """Answer every exception with an envelope; only unexpected ones are logged."""
-        if isinstance(exc, exceptions.APIException):
-            status, errors = exc.status_code, self._format_errors(exc.detail)
-        elif isinstance(exc, Http404):
-            status, errors = 404, ["Not found"]
-        elif isinstance(exc, django_exceptions.PermissionDenied):
-            status, errors = 403, [str(exceptions.PermissionDenied.default_detail)]
-        elif isinstance(exc, django_exceptions.ValidationError):
-            status, errors = (
-                400,
-                self._format_errors(exceptions.ValidationError(exc.messages).detail),
-            )
+        answer = api_exception(exc)  # Django's exceptions as DRF's (``errors.py``)
+        if answer is not None:
+            status, errors = answer.status_code, self._format_errors(answer.detail)
         elif isinstance(exc, CONNECTION_ERRORS):
             # The database is down or out of connections: the client may retry; the
             # outage is logged once per process (``database_outage``), not per request.

@@ -22,6 +22,7 @@ from django.db.models import Q
 from rest_framework.exceptions import ValidationError
 
 from . import inputs
+from .errors import api_exception
 
 __all__: list[str] = []  # internal: no public API
 
@@ -66,32 +67,32 @@ def _split(key: str, allowed: dict[str, set[str]]) -> tuple[str, str]:
 def _convert(field: models.Field, lookup: str, value: Any) -> Any:
     if lookup == "isnull":
         if not isinstance(value, bool):
-            raise ValidationError("isnull takes true or false")
+            raise ValidationError("Must be true or false.")
         return value
     if lookup == "in":
         if not isinstance(value, list):
-            raise ValidationError("in takes a list of values")
+            raise ValidationError("Expected a list of values.")
         if len(value) > MAX_IN_VALUES:
-            raise ValidationError(f"in takes at most {MAX_IN_VALUES} values")
+            raise ValidationError(f"Expected at most {MAX_IN_VALUES} values.")
         return [_convert(field, "exact", item) for item in value]
     if isinstance(value, (dict, list)):
-        raise ValidationError("takes a single value, not an object or a list")
+        raise ValidationError("Expected a single value, not an object or a list.")
     if value is None:
-        raise ValidationError("null is not a value here; use the isnull lookup")
+        raise ValidationError("Null is not a value here; use the isnull lookup.")
     try:
         if lookup in {"contains", "icontains", "startswith", "istartswith", "iexact"}:
             if not isinstance(value, str):
-                raise ValidationError(f"{lookup} takes a string")
+                raise ValidationError("Expected a string.")
             inputs.refuse_unstorable_text(value)
             return value
         if isinstance(value, bool) and not isinstance(
             inputs.column_field(field), models.BooleanField
         ):
-            raise ValidationError("true or false is not a value of this field")
+            raise ValidationError("True or false is not a value of this field.")
         # Converted by the field and refused if no row could hold it (NUL, out of range).
         return inputs.column_value(field, value)
     except DjangoValidationError as exc:
-        raise ValidationError(exc.messages) from None
+        raise api_exception(exc) from None
 
 
 def build_q(
@@ -103,7 +104,7 @@ def build_q(
     if filters is None:
         return Q()
     if not isinstance(filters, dict):
-        raise ValidationError({"filters": ["must be an object of field lookups"]})
+        raise ValidationError({"filters": ["Expected an object of field lookups."]})
     allowed = allowed_lookups(declared)
     errors: dict[str, list[str]] = {}
     conditions: dict[str, Any] = {}
@@ -111,15 +112,15 @@ def build_q(
         path, lookup = _split(key, allowed)
         if not lookup:
             known = ", ".join(sorted(allowed)) or "none"
-            errors[key] = [f"not a filterable field or lookup (filterable: {known})"]
+            errors[key] = [f"Not a filterable field or lookup (filterable: {known})."]
             continue
         if lookup not in allowed[path]:
-            errors[key] = [f"lookup {lookup!r} is not allowed on {path!r}"]
+            errors[key] = [f"Lookup {lookup!r} is not allowed on {path!r}."]
             continue
         try:
             field = inputs.model_field(model, path)
         except FieldDoesNotExist:
-            errors[key] = [f"{model._meta.label} has no field {path!r}"]
+            errors[key] = [f"{model._meta.label} has no field {path!r}."]
             continue
         try:
             conditions[f"{path}__{lookup}"] = _convert(field, lookup, value)

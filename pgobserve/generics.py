@@ -21,7 +21,8 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.serializers import Serializer
 
 from . import conf, feed_connection, groups, inputs, registry, relations, shared
-from .consumers import AsyncAPIConsumer, BadRequest, required
+from .consumers import AsyncAPIConsumer
+from .errors import BadRequest, required
 from .permissions import may_refuse
 from .watches import Watch
 

@@ -26,8 +26,9 @@ from django.http import Http404
 
 from . import groups, inputs, pagination
 from .budgets import ensure_room
-from .consumers import AsyncAPIConsumer, BadRequest, required
+from .consumers import AsyncAPIConsumer
 from .decorators import action
+from .errors import BadRequest, required
 from .generics import in_snapshot
 from .instances import InstanceSubscriptions
 from .queries import ObserverQueryMixin

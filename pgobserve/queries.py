@@ -28,8 +28,8 @@ from rest_framework import exceptions
 
 from . import conf, groups
 from .budgets import ensure_room
-from .consumers import BadRequest, required
 from .decorators import action
+from .errors import BadRequest, required
 from .filters import build_q
 from .generics import in_feed_snapshot, in_snapshot
 from .instances import request_key

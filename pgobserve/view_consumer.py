@@ -30,7 +30,8 @@ from django.template.response import SimpleTemplateResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from .consumers import AsyncAPIConsumer, BadRequest
+from .consumers import AsyncAPIConsumer
+from .errors import BadRequest
 from .permissions import request_from_scope
 
 __all__ = ["DjangoViewAsConsumer", "view_as_consumer"]

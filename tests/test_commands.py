@@ -61,9 +61,9 @@ def test_the_session_install_covers_every_observed_table():
 
 
 def test_install_is_idempotent():
-    assert "nothing to do" in run("install")
+    assert "Nothing to do" in run("install")
     before = objects()
-    assert "nothing to do" in run("install")
+    assert "Nothing to do" in run("install")
     assert objects() == before
 
 
@@ -83,7 +83,7 @@ def test_dry_run_prints_the_sql_and_changes_nothing():
     assert 'CREATE TRIGGER "pgobserve_update" AFTER UPDATE ON "we""ird; drop table x; --"' in out
     assert objects() == []
     out = run("uninstall", "--dry-run")
-    assert "nothing to do" in out
+    assert "Nothing to do" in out
     run("install")
     assert set(states().values()) == {INSTALLED}
 
@@ -109,16 +109,16 @@ def test_status_shows_installed_outdated_missing_orphaned_and_queue_usage():
     }
     out = run("status")
     assert "OUTDATED" in out and "MISSING" in out and "ORPHANED" in out
-    assert "notification queue usage: 0.0%" in out
-    assert "run `manage.py pgobserve install`" in out
+    assert "Notification queue usage: 0.0%" in out
+    assert "Run `manage.py pgobserve install`" in out
 
     out = run("install")
-    assert "installed: testapp_item" in out and "installed: testapp_uuiditem" in out
+    assert "Installed: testapp_item" in out and "Installed: testapp_uuiditem" in out
     assert "testapp_textitem" not in out
     assert states()["pgobserve_orphan_t"] == ORPHANED  # install never touches other tables
 
     out = run("uninstall")
-    assert "removed: pgobserve_orphan_t" in out
+    assert "Removed: pgobserve_orphan_t" in out
     assert objects() == []
     assert set(states().values()) == {MISSING}
 
@@ -181,7 +181,7 @@ def test_changing_which_tables_keep_old_rows_makes_them_outdated_until_install(m
         assert re.search(r"^OUTDATED +testapp_item ", out, re.M)
         assert re.search(r"^OUTDATED +auth_user ", out, re.M)
         out = run("install")
-        assert "installed: testapp_item" in out and "installed: auth_user" in out
+        assert "Installed: testapp_item" in out and "Installed: auth_user" in out
         assert "testapp_textitem" not in out
         assert states() == {**before, "testapp_item": INSTALLED, "auth_user": INSTALLED}
         with connection.cursor() as cursor:
@@ -204,7 +204,7 @@ def test_changing_which_tables_keep_old_rows_makes_them_outdated_until_install(m
 
 
 def test_install_and_status_take_a_database_alias():
-    assert "nothing to do" in run("install", "--database", "default")
+    assert "Nothing to do" in run("install", "--database", "default")
     assert "INSTALLED" in run("status", "--database", "default")
     with pytest.raises(Exception, match="nope"):
         run("status", "--database", "nope")
@@ -310,7 +310,7 @@ def test_makemigration_of_a_model_with_old_rows_creates_their_table(scratch_app)
 
 
 def test_makemigration_refuses_an_app_without_observed_models():
-    with pytest.raises(CommandError, match="no observed model"):
+    with pytest.raises(CommandError, match="No observed model"):
         run("makemigration", "contenttypes")
     with pytest.raises(CommandError):
         run("makemigration", "no_such_app")

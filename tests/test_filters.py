@@ -33,7 +33,7 @@ def test_list_declaration_allows_exact_only():
 
 def test_undeclared_field_is_rejected_with_the_filterable_ones():
     detail = errors_of({"doc": "x"})
-    assert "not a filterable field" in str(detail["doc"][0])
+    assert "Not a filterable field" in str(detail["doc"][0])
     assert "name, value" in str(detail["doc"][0])
 
 
@@ -57,8 +57,8 @@ def test_values_are_not_coerced_into_other_values():
     detail = errors_of({"value": 1.5, "value__in": [1, True], "name": False})
     assert detail == {
         "value": ["“1.5” value must be an integer."],
-        "value__in": ["true or false is not a value of this field"],
-        "name": ["true or false is not a value of this field"],
+        "value__in": ["True or false is not a value of this field."],
+        "name": ["True or false is not a value of this field."],
     }
     assert build_q(Item, DECLARED, {"value": 2.0}) == Q(value__exact=2)
 

@@ -98,12 +98,12 @@ def test_install_status_and_uninstall_recognise_long_names(long_models):
     before = objects()
 
     out = run("install")
-    assert all(f"installed: {name}" in out for name in LONG_NAMES), out
+    assert all(f"Installed: {name}" in out for name in LONG_NAMES), out
     found = states()
     assert [found[name] for name in LONG_NAMES] == [INSTALLED, INSTALLED]
     assert ORPHANED not in found.values()
     run("status", "--check")  # raises CommandError (exit 1) unless every table is current
-    assert "nothing to do" in run("install")
+    assert "Nothing to do" in run("install")
     assert len(objects()) == len(before) + 5 * len(LONG_NAMES)
 
     # No longer observed: reported (under the name PostgreSQL stores) and removed entirely.
@@ -111,7 +111,7 @@ def test_install_status_and_uninstall_recognise_long_names(long_models):
     try:
         assert states()[sql.stored_name(UTF8_NAME)] == ORPHANED
         out = run("uninstall")
-        assert f"removed: {sql.stored_name(UTF8_NAME)}" in out
+        assert f"Removed: {sql.stored_name(UTF8_NAME)}" in out
         assert "functions without triggers" not in out  # its function went with its triggers
     finally:
         registry._decorated.append(long_models[1])

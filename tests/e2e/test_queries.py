@@ -440,26 +440,26 @@ async def test_a_column_the_serializer_hides_sends_nothing(live, db, raw_conn):
 
 async def test_invalid_filters_get_400_and_the_socket_stays_open(live, db):
     p = await db(make_project)
-    unknown = ["not a filterable field or lookup (filterable: assignee, done, project, title)"]
+    unknown = ["Not a filterable field or lookup (filterable: assignee, done, project, title)."]
     boolean = ["“maybe” value must be either True or False."]
-    not_allowed = "lookup 'startswith' is not allowed on 'title'"
-    single = "takes a single value, not an object or a list"
+    not_allowed = "Lookup 'startswith' is not allowed on 'title'."
+    single = "Expected a single value, not an object or a list."
     cases = [
         ({"nope": 1}, {"nope": unknown}),
         ({"notes": "x"}, {"notes": unknown}),
         ({"title__regex": "x"}, {"title__regex": unknown}),
-        ({"done__in": [True]}, {"done__in": ["lookup 'in' is not allowed on 'done'"]}),
+        ({"done__in": [True]}, {"done__in": ["Lookup 'in' is not allowed on 'done'."]}),
         ({"title__startswith": "x"}, {"title__startswith": [not_allowed]}),
         ({"done": "maybe"}, {"done": boolean}),
         ({"project": "abc"}, {"project": ["“abc” value must be an integer."]}),
-        ({"project__in": 5}, {"project__in": ["in takes a list of values"]}),
+        ({"project__in": 5}, {"project__in": ["Expected a list of values."]}),
         ({"project__in": [1, [2]]}, {"project__in": [single]}),
-        ({"assignee__isnull": "yes"}, {"assignee__isnull": ["isnull takes true or false"]}),
-        ({"assignee": None}, {"assignee": ["null is not a value here; use the isnull lookup"]}),
-        ({"title__icontains": 3}, {"title__icontains": ["icontains takes a string"]}),
+        ({"assignee__isnull": "yes"}, {"assignee__isnull": ["Must be true or false."]}),
+        ({"assignee": None}, {"assignee": ["Null is not a value here; use the isnull lookup."]}),
+        ({"title__icontains": 3}, {"title__icontains": ["Expected a string."]}),
         ({"done": "maybe", "nope": 1}, {"done": boolean, "nope": unknown}),
-        ([["done", False]], {"filters": ["must be an object of field lookups"]}),
-        ("done", {"filters": ["must be an object of field lookups"]}),
+        ([["done", False]], {"filters": ["Expected an object of field lookups."]}),
+        ("done", {"filters": ["Expected an object of field lookups."]}),
     ]  # fmt: skip
     async with connect(live, "/ws/tasks/") as ws:
         for i, (filters, errors) in enumerate(cases):

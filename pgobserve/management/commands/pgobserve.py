@@ -68,14 +68,14 @@ class Command(BaseCommand):
 
     def _print_changes(self, changes, dry_run, verb):
         if not changes:
-            self.stdout.write("nothing to do: every observed table is already current")
+            self.stdout.write("Nothing to do: every observed table is already current.")
             return
         for table, statements in changes:
             if dry_run:
                 self.stdout.write(f"-- {table}")
                 self.stdout.write(";\n".join(statements) + ";\n")
             else:
-                self.stdout.write(self.style.SUCCESS(f"{verb}: {table}"))
+                self.stdout.write(self.style.SUCCESS(f"{verb.capitalize()}: {table}"))
 
     def handle_status(self, database=None, check=False, **_):
         styles = {
@@ -86,18 +86,18 @@ class Command(BaseCommand):
         }
         entries = installation.status(database)
         if not entries:
-            self.stdout.write('no observed models: list some in PGOBSERVE["MODELS"]')
+            self.stdout.write('No observed models: list some in PGOBSERVE["MODELS"].')
         for entry in entries:
             label = entry.model or "(not observed: `pgobserve uninstall` removes it)"
             self.stdout.write(
                 f"{styles[entry.state](entry.state.upper()):<20} {entry.table}  {label}"
             )
         usage = installation.queue_usage(database)
-        self.stdout.write(f"notification queue usage: {usage:.1%}")
+        self.stdout.write(f"Notification queue usage: {usage:.1%}")
         if any(e.state in (installation.OUTDATED, installation.MISSING) for e in entries):
-            self.stdout.write("run `manage.py pgobserve install` to bring them up to date")
+            self.stdout.write("Run `manage.py pgobserve install` to bring them up to date.")
             if check:  # for deploy scripts, like `makemigrations --check`
-                raise CommandError("some observed tables have no current triggers")
+                raise CommandError("Some observed tables have no current triggers.")
 
     # listen -------------------------------------------------------------------------------
 
@@ -148,15 +148,15 @@ class Command(BaseCommand):
         models = [m for m in registry.observed_models() if m._meta.app_label == app_label]
         if not models:
             raise CommandError(
-                f'no observed model in app "{app_label}": add its models to PGOBSERVE["MODELS"]'
+                f'No observed model in app "{app_label}": add its models to PGOBSERVE["MODELS"].'
             )
         loader = MigrationLoader(None, ignore_no_migrations=True)
         leaves = loader.graph.leaf_nodes(app_label)
         migrations_dir = Path(app.path) / "migrations"
         if not leaves or not migrations_dir.is_dir():
             raise CommandError(
-                f'app "{app_label}" has no migrations yet: run `manage.py makemigrations '
-                f"{app_label}` first, so the trigger migration can depend on its tables"
+                f'App "{app_label}" has no migrations yet: run `manage.py makemigrations '
+                f"{app_label}` first, so the trigger migration can depend on its tables."
             )
         number = (
             max(int(n[:4]) for _, n in loader.graph.nodes if _ == app_label and n[:4].isdigit()) + 1
@@ -176,4 +176,4 @@ class Command(BaseCommand):
         )
         path = migrations_dir / f"{number:04d}_{name}.py"
         path.write_text(text)
-        self.stdout.write(self.style.SUCCESS(f"wrote {path}"))
+        self.stdout.write(self.style.SUCCESS(f"Wrote {path}"))
