@@ -28,6 +28,7 @@ __all__ = [
     "send_queue_high_water",
     "send_queue_timeout",
     "observe_related",
+    "autocommit_reads",
 ]
 
 
@@ -140,3 +141,12 @@ def observe_related() -> bool:
     too, and a consumer whose queryset (or a query subscription's filter) joins other
     tables re-checks what it watches when those tables change (``relations.py``)."""
     return bool(_get("OBSERVE_RELATED", True))
+
+
+def autocommit_reads() -> bool:
+    """Push re-reads of one statement run in autocommit, on a connection whose session lock
+    timeout lets them give way to writers (``feed_connection.py``). False behind a pooler
+    that passes server connections between clients per transaction (PgBouncer's transaction
+    mode), which would carry that session setting to other clients: reads then keep their
+    transaction."""
+    return bool(_get("AUTOCOMMIT_READS", True))

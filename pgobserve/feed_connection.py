@@ -24,7 +24,9 @@ Pushes' re-reads have a kept connection of their own (``gives_way=True``) whose 
 lock timeout shorter than the server's ``deadlock_timeout``: a read of one statement can then
 run in autocommit (``generics.in_feed_snapshot``) and still give way to a writer that locks
 several tables, rather than deadlock it. A pooled connection is shared with others when it
-goes back: it is left as the pool gave it (its reads stay in a transaction).
+goes back: it is left as the pool gave it (its reads stay in a transaction), and so is any
+connection with ``PGOBSERVE["AUTOCOMMIT_READS"] = False`` (behind PgBouncer's transaction
+pooling, where a session setting would reach other clients).
 """
 
 from __future__ import annotations
@@ -129,9 +131,9 @@ def kept_connection(alias: str, gives_way: bool = False) -> Iterator[None]:
 
 def _give_way(kept: Any) -> None:
     """Set the lock timeout of ``kept``'s session, once per server connection; not for a
-    pooled one (it goes back to others)."""
-    if getattr(kept, "pool", None) is not None:  # Django 5.1+ with OPTIONS={"pool": ...}
-        return
+    pooled one (it goes back to others), nor with ``PGOBSERVE["AUTOCOMMIT_READS"]`` off."""
+    if not conf.autocommit_reads() or getattr(kept, "pool", None) is not None:
+        return  # a pool: Django 5.1+ with OPTIONS={"pool": ...}
     kept.ensure_connection()
     if kept.__dict__.get("_pgobserve_gives_way") is not kept.connection:
         with kept.cursor() as cursor:
@@ -142,7 +144,7 @@ def _give_way(kept: Any) -> None:
 def gives_way(connection: Any) -> bool:
     """Whether ``connection``'s session gives way to writers (``_give_way`` set it up)."""
     raw = connection.__dict__.get("_pgobserve_gives_way")
-    return raw is not None and raw is connection.connection
+    return raw is not None and raw is connection.connection and conf.autocommit_reads()
 
 
 def _check(kept: Any) -> None:

@@ -199,3 +199,23 @@ async def test_a_one_statement_push_read_runs_in_autocommit_a_longer_one_in_a_sn
         assert other.runs[0][0] is True
     finally:
         await feed_connection.release()
+
+
+async def test_push_reads_keep_their_transaction_with_autocommit_reads_off(settings):
+    from pgobserve import feed_connection
+    from pgobserve.generics import in_feed_snapshot
+
+    settings.PGOBSERVE = {**settings.PGOBSERVE, "AUTOCOMMIT_READS": False}
+
+    class OffReader(Reader):
+        """A class of its own: none of its reads is known to need a snapshot yet."""
+
+    feed_connection.hold()
+    try:
+        reader = OffReader()
+        assert await in_feed_snapshot(reader.read)(1) == 1
+        # In its transaction, with the lock timeout of the transaction, not of the session.
+        assert reader.runs[0][0] is True
+        assert reader.runs[0][1] not in ("0", "")
+    finally:
+        await feed_connection.release()

@@ -21,6 +21,7 @@ PUBLIC = {
     "pgobserve": ["__version__", "observe"],
     "pgobserve.asgi": ["PgObserveRouter"],
     "pgobserve.conf": [
+        "autocommit_reads",
         "channel",
         "close_on_logout",
         "coalesce_seconds",
