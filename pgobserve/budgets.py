@@ -11,11 +11,14 @@ apply. Budgets are checked when subscribing: a live result may grow past them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rest_framework import exceptions
 
 from . import conf
+
+if TYPE_CHECKING:
+    from ._types import HasWatches
 
 __all__: list[str] = []  # internal: no public API
 
@@ -27,7 +30,7 @@ class OverBudget(exceptions.APIException):
     default_detail = "This socket has too many subscriptions."
 
 
-def ensure_room(consumer: Any, subscriptions: int, rows: int) -> None:
+def ensure_room(consumer: HasWatches, subscriptions: int, rows: int) -> None:
     """Raise ``OverBudget`` unless ``consumer`` may take ``subscriptions`` more subscriptions
     and ``rows`` more held rows (either may be negative when a subscription is replaced)."""
     held_subscriptions, held_rows = consumer.watches.totals()
@@ -45,7 +48,7 @@ def ensure_room(consumer: Any, subscriptions: int, rows: int) -> None:
         )
 
 
-def _budget(consumer: Any, attribute: str, setting: Callable[[], int]) -> int:
+def _budget(consumer: object, attribute: str, setting: Callable[[], int]) -> int:
     """The consumer class's own budget if it sets one (0 included), else the setting."""
     value = getattr(consumer, attribute, None)
     return setting() if value is None else value

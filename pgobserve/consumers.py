@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import json
 import logging
+from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -62,7 +63,7 @@ class APIConsumerMetaclass(type):
     """Record every method marked by ``@action`` under its action name."""
 
     def __new__(mcs, name: str, bases: tuple, body: dict) -> type:
-        cls = super().__new__(mcs, name, bases, body)
+        cls: Any = super().__new__(mcs, name, bases, body)
         cls.available_actions = {}
         for method_name in dir(cls):
             attr = getattr(cls, method_name, None)
@@ -79,16 +80,18 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     (``has_permission``) and before every push. Default: ``AllowAny``.
     """
 
-    permission_classes: tuple[type[BasePermission] | Any, ...] = (AllowAny,)
+    #: pgobserve or DRF permission classes, their combinations (``&``, ``|``, ``~``) or
+    #: instances; a list works as well as a tuple.
+    permission_classes: Sequence[Any] = (AllowAny,)
     available_actions: dict[str, str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.groups = set(self.groups or [])
+        self.groups: set[str] = set(self.groups or [])
         self.send_gate = SendGate(self)
         # One batch reaches a consumer as several messages only if it holds several feed
         # groups (shard groups of many rows, or a table group too).
-        self.watches = WatchRegistry(
+        self.watches: WatchRegistry = WatchRegistry(
             may_get_more=lambda: self.hub is not None and self.hub.held(self.watches) > 1,
             writable=self.send_gate.writable,
             clear=self.send_gate.clear,
@@ -474,7 +477,7 @@ _OWN_ENCODE_JSON = AsyncAPIConsumer.__dict__["encode_json"].__func__
 _plain_sends: dict[type, bool] = {}
 
 
-def _plain_send(cls: type) -> bool:
+def _plain_send(cls: type[AsyncAPIConsumer]) -> bool:
     """Whether ``cls`` sends JSON as ``AsyncAPIConsumer`` does: ``encode_json``,
     ``send_json``, ``send`` (both) not overridden, so a frame may go to ``base_send``
     directly with ``_ENCODER``'s text."""
@@ -484,7 +487,7 @@ def _plain_send(cls: type) -> bool:
             getattr(cls.encode_json, "__func__", None) is _OWN_ENCODE_JSON
             and cls.send_json is AsyncJsonWebsocketConsumer.send_json
             and cls.send is AsyncWebsocketConsumer.send
-            and super(AsyncWebsocketConsumer, cls).send is AsyncConsumer.send  # type: ignore[misc]
+            and super(AsyncWebsocketConsumer, cls).send is AsyncConsumer.send
         )
     return plain
 

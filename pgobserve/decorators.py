@@ -14,7 +14,9 @@ from django.db import transaction
 __all__ = ["action", "detached"]
 
 
-def action(atomic: bool | None = None, detached: bool = False, **kwargs: Any) -> Callable:
+def action(
+    atomic: bool | None = None, detached: bool = False, **kwargs: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Expose a method as an action named after it (or ``name=``).
 
     Sync methods run in a thread through ``database_sync_to_async``, inside
@@ -23,7 +25,8 @@ def action(atomic: bool | None = None, detached: bool = False, **kwargs: Any) ->
     socket keeps handling messages meanwhile; its reply is sent when it finishes.
     """
 
-    def decorator(func: Callable) -> Callable:
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        wrapped: Callable[..., Any]
         if asyncio.iscoroutinefunction(func):
             if atomic:
                 raise ValueError("only synchronous actions can be atomic")
@@ -37,17 +40,18 @@ def action(atomic: bool | None = None, detached: bool = False, **kwargs: Any) ->
             body = transaction.atomic(func) if use_atomic else func
 
             @functools.wraps(func)
-            async def wrapped(self: Any, *args: Any, **call_kwargs: Any) -> Any:
+            async def in_thread(self: Any, *args: Any, **call_kwargs: Any) -> Any:
                 return await database_sync_to_async(body)(self, *args, **call_kwargs)
 
-        wrapped.action = True
-        wrapped.kwargs = kwargs
+            wrapped = in_thread
+        # What APIConsumerMetaclass looks for.
+        wrapped.__dict__.update(action=True, kwargs=kwargs)
         return wrapped
 
     return decorator
 
 
-def _detach(func: Callable) -> Callable:
+def _detach(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     async def run_detached(self: Any, *args: Any, **kwargs: Any) -> None:
         async def body() -> None:
@@ -65,7 +69,7 @@ def _detach(func: Callable) -> Callable:
     return run_detached
 
 
-def detached(func: Callable) -> Callable:
+def detached(func: Callable[..., Any]) -> Callable[..., Any]:
     """Run an async method as a task of its own; it is cancelled when the socket closes."""
 
     @functools.wraps(func)

@@ -8,7 +8,7 @@ consumer's queryset.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -236,7 +236,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     def model(self) -> type[Model]:
         return self.get_queryset().model
 
-    def watch_of(self, kind: type[W]) -> W:
+    def watch_of(self, kind: Callable[[GenericAsyncAPIConsumer, str], W]) -> W:
         """This consumer's watch of ``kind`` (a subscription kind) on its model's table,
         made and registered on first use; fails loudly if the model is not observed."""
         watches = self.__dict__.setdefault("_watch_kinds", {})
@@ -264,7 +264,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         many_to_many = self.observer_many_to_many_relationships is not False
         return relations.followed_tables(type(self), queryset, many_to_many)
 
-    async def follow_joins(self, table: str, joined: list[str]) -> None:
+    async def follow_joins(self, table: str, joined: Sequence[str]) -> None:
         """Hold the table group of each ``joined`` table for one more subscription on
         ``table``, routing its changes to a re-check of what is watched there. Called
         before the subscription's first read, so no change after that read is missed."""
@@ -272,7 +272,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
             self.watches.route(joined_table, table)
             await self.hold_group(groups.table_group(joined_table))
 
-    async def unfollow_joins(self, table: str, joined: list[str]) -> None:
+    async def unfollow_joins(self, table: str, joined: Sequence[str]) -> None:
         for joined_table in joined:
             await self.release_group(groups.table_group(joined_table))
             self.watches.unroute(joined_table, table)

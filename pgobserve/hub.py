@@ -202,9 +202,11 @@ class Hub:
             self._resync_all()
             return
         group = message.get("group")
-        holders = self._holders.get(group) if isinstance(group, str) else None
+        if not isinstance(group, str):
+            return  # not a feed message
+        holders = self._holders.get(group)
         if not holders:
-            return  # a group just left, or not a feed message
+            return  # a group just left
         if kind == "pgobserve.change":
             table, pks, batch = message.get("table", ""), message.get("pks"), message.get("batch")
             if self._missed("arrived", message) or not isinstance(pks, list):

@@ -15,7 +15,7 @@ The session table's triggers send the md5 of each session key, never the key its
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.db.models import Model
@@ -23,6 +23,9 @@ from django.utils import timezone
 
 from . import conf, groups, registry, sql
 from .watches import Watch
+
+if TYPE_CHECKING:
+    from ._types import IdentityHost
 
 __all__: list[str] = []  # internal: no public API
 
@@ -52,7 +55,7 @@ class IdentityWatch(Watch):
 class SocketIdentity:
     """The session and user a socket was authenticated with, and the check that they hold."""
 
-    def __init__(self, consumer: Any, session_key: str | None, user: Model | None) -> None:
+    def __init__(self, consumer: IdentityHost, session_key: str | None, user: Model | None) -> None:
         self.consumer = consumer
         self.session_key = session_key
         self.user = user
@@ -68,7 +71,7 @@ class SocketIdentity:
             self.watches.append(IdentityWatch(self, model._meta.db_table, key))
 
     @classmethod
-    def of(cls, consumer: Any) -> SocketIdentity | None:
+    def of(cls, consumer: IdentityHost) -> SocketIdentity | None:
         """The identity of an authenticated socket (None for anonymous ones, or when
         ``CLOSE_ON_LOGOUT`` is off)."""
         user = consumer.scope.get("user")

@@ -126,8 +126,8 @@ def model_field(model: type[models.Model], path: str) -> models.Field:
 
 def column_field(field: models.Field) -> models.Field:
     """The field whose column holds ``field``'s values (a foreign key's target)."""
-    while field.is_relation and getattr(field, "target_field", None) is not None:
-        field = field.target_field
+    while field.is_relation and (target := getattr(field, "target_field", None)) is not None:
+        field = target
     return field
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import connections, transaction
 
 from . import conf, registry, sql
+
+if TYPE_CHECKING:
+    from django.db import models
 
 __all__: list[str] = []  # internal: no public API
 
@@ -20,7 +24,7 @@ class TableStatus:
     model: str | None = None
 
 
-def spec_for(model) -> sql.TableSpec:
+def spec_for(model: type[models.Model]) -> sql.TableSpec:
     """The TableSpec of an observed model under the current settings."""
     return sql.spec_for_model(
         model,

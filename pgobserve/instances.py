@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 
 from . import conf, groups
 from .consumers import AsyncAPIConsumer
 from .watches import Watch
+
+if TYPE_CHECKING:
+    from ._types import InstanceHost
 
 __all__: list[str] = []  # internal: no public API
 
@@ -65,7 +68,7 @@ class WatchedRow:
 class InstanceSubscriptions(Watch):
     """Every ``subscribe_instance`` of one consumer on one table."""
 
-    def __init__(self, consumer: Any, table: str) -> None:
+    def __init__(self, consumer: InstanceHost, table: str) -> None:
         self.consumer = consumer
         self.table = table
         self.rows: dict[str, WatchedRow] = {}
@@ -208,7 +211,7 @@ class InstanceSubscriptions(Watch):
         return [(sub, "update", data, data) for sub in due]
 
 
-def pushes_unchecked(consumer: Any) -> bool:
+def pushes_unchecked(consumer: object) -> bool:
     """Whether every ``may_push`` of ``consumer`` would answer True without a check: its
     ``may_push`` is ``AsyncAPIConsumer``'s and allows every push (``AllowAny`` only), so
     the calls can be skipped (two coroutines per socket and change)."""

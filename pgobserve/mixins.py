@@ -17,8 +17,10 @@ pushes come from the database triggers, so every committed change is seen (ORM,
 
 from __future__ import annotations
 
+import builtins
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
@@ -33,6 +35,13 @@ from .generics import in_snapshot
 from .instances import InstanceSubscriptions
 from .queries import ObserverQueryMixin
 from .watches import CONNECTION_ERRORS
+
+if TYPE_CHECKING:
+    # The mixins call the queryset, serializer, lookup and reply methods of the consumer
+    # they are mixed into: for type checking, they are that class.
+    from .generics import GenericAsyncAPIConsumer as _Host
+else:
+    _Host = object
 
 __all__ = [
     "CreateModelMixin",
@@ -55,7 +64,7 @@ logger = logging.getLogger("pgobserve.consumers")
 UNSERIALIZED = object()
 
 
-class CreateModelMixin:
+class CreateModelMixin(_Host):
     """``create``: validate ``data`` with the serializer, ``perform_create``, reply 201."""
 
     @action()
@@ -69,7 +78,7 @@ class CreateModelMixin:
         serializer.save()
 
 
-class ListModelMixin:
+class ListModelMixin(_Host):
     """``list``: every row of ``filter_queryset(get_queryset())``, serialized, 200."""
 
     @action()
@@ -78,7 +87,7 @@ class ListModelMixin:
         return self.get_serializer(instance=queryset, many=True, action_kwargs=kwargs).data, 200
 
 
-class RetrieveModelMixin:
+class RetrieveModelMixin(_Host):
     """``retrieve``: the row named by the lookup value (``get_object``), 200 or 404."""
 
     @action()
@@ -87,7 +96,13 @@ class RetrieveModelMixin:
         return self.get_serializer(instance=instance, action_kwargs=kwargs).data, 200
 
 
-def _save(consumer: Any, data: dict, partial: bool, perform: Any, kwargs: dict) -> tuple[Any, int]:
+def _save(
+    consumer: _Host,
+    data: dict[str, Any],
+    partial: bool,
+    perform: Callable[..., None],
+    kwargs: dict[str, Any],
+) -> tuple[Any, int]:
     """DCRF's ``update``/``patch``: validate ``data`` against the row, then ``perform``."""
     instance = consumer.get_object(data=data, **kwargs)
     serializer = consumer.get_serializer(
@@ -97,11 +112,12 @@ def _save(consumer: Any, data: dict, partial: bool, perform: Any, kwargs: dict) 
     perform(serializer, **kwargs)
     if getattr(instance, "_prefetched_objects_cache", None):
         # A prefetch_related queryset: the saved row's prefetched relations are stale.
-        instance._prefetched_objects_cache = {}
+        # (Django's private cache, as DRF's UpdateModelMixin clears it: not in the stubs.)
+        instance._prefetched_objects_cache = {}  # type: ignore[attr-defined]
     return serializer.data, 200
 
 
-class UpdateModelMixin:
+class UpdateModelMixin(_Host):
     """``update``: validate ``data`` against the row the lookup value names, ``perform_update``."""
 
     @action()
@@ -112,7 +128,7 @@ class UpdateModelMixin:
         serializer.save()
 
 
-class PatchModelMixin:
+class PatchModelMixin(_Host):
     """``patch`` only (as in DCRF, it does not bring ``update``)."""
 
     @action()
@@ -123,7 +139,7 @@ class PatchModelMixin:
         serializer.save()
 
 
-class DeleteModelMixin:
+class DeleteModelMixin(_Host):
     """``delete``: the row named by the lookup value, ``perform_delete``, 204."""
 
     @action()
@@ -164,7 +180,8 @@ class PaginatedModelListMixin(ListModelMixin):
             self._paginator = None if self.pagination_class is None else self.pagination_class()
         return self._paginator
 
-    def paginate_queryset(self, queryset: Any, **kwargs: Any) -> list[Any] | None:
+    # builtins.list: in this class body, ``list`` is the action.
+    def paginate_queryset(self, queryset: Any, **kwargs: Any) -> builtins.list[Any] | None:
         if self.paginator is None:
             return None
         return self.paginator.paginate_queryset(queryset, self.scope, view=self, **kwargs)

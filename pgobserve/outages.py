@@ -64,8 +64,9 @@ class Outage:
 
     async def back(self) -> None:
         """Return once the probe works again (at once when no outage is known)."""
-        if self.ongoing:
-            await asyncio.shield(self._task)
+        task = self._task
+        if self.ongoing and task is not None:
+            await asyncio.shield(task)
 
     async def _until_back(self) -> None:
         delay = RETRY_FIRST

@@ -50,10 +50,12 @@ class WebsocketLimitOffsetPagination(LimitOffsetPagination):
 
     default_limit = page_size()
     count: int
-    limit: int
+    limit: int | None
     offset: int
 
-    def get_paginated_response(self, data: Any) -> OrderedDict:
+    # DCRF's API, not DRF's (so each override's `ignore[override]`): the socket's scope and
+    # the message's keys stand for the request, and the reply's data for a Response.
+    def get_paginated_response(self, data: Any) -> OrderedDict:  # type: ignore[override]
         return OrderedDict(
             [
                 ("count", self.count),
@@ -63,7 +65,7 @@ class WebsocketLimitOffsetPagination(LimitOffsetPagination):
             ]
         )
 
-    def paginate_queryset(
+    def paginate_queryset(  # type: ignore[override]
         self, queryset: Any, scope: dict[str, Any], view: Any = None, **kwargs: Any
     ) -> list[Any] | None:
         """The page of ``queryset`` the message's ``limit``/``offset`` ask for; None when
@@ -81,7 +83,7 @@ class WebsocketLimitOffsetPagination(LimitOffsetPagination):
         # Never past the rows there are: a huge limit is a short slice, not a huge LIMIT.
         return list(queryset[self.offset : self.offset + min(self.limit, self.count)])
 
-    def get_limit(self, **kwargs: Any) -> int | None:
+    def get_limit(self, **kwargs: Any) -> int | None:  # type: ignore[override]
         """The message's ``limit`` (capped at ``max_limit``), else ``default_limit``."""
         if self.limit_query_param:
             try:
@@ -92,7 +94,7 @@ class WebsocketLimitOffsetPagination(LimitOffsetPagination):
                 pass
         return self.default_limit
 
-    def get_offset(self, **kwargs: Any) -> int:
+    def get_offset(self, **kwargs: Any) -> int:  # type: ignore[override]
         """The message's ``offset``, else 0."""
         try:
             return _positive_int(kwargs.get("offset", 0))

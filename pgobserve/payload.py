@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,7 @@ def _digests(pks: tuple[Any, ...]) -> bool:
 
 
 #: Per ``sql.TableSpec.pk_kind``: whether a pk list is what that table's trigger writes.
-_PK_CHECKS = {
+_PK_CHECKS: dict[str, Callable[[tuple[Any, ...]], bool]] = {
     "int": _ints,
     "uuid": _uuids,
     "digest": _digests,

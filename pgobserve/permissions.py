@@ -12,8 +12,8 @@ wrapped (their ``request.method`` is derived from the action name, as in DCRF).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest
@@ -22,10 +22,14 @@ from rest_framework.permissions import NOT as DRF_NOT
 from rest_framework.permissions import OR as DRF_OR
 from rest_framework.permissions import BasePermission as DRFBasePermission
 
+if TYPE_CHECKING:
+    from ._types import HasPermissions
+    from .consumers import AsyncAPIConsumer
+
 __all__ = ["BasePermission", "AllowAny", "IsAuthenticated", "WrappedDRFPermission"]
 
 
-def ensure_async(method: Callable) -> Callable:
+def ensure_async(method: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """Run a sync method (which may touch the database) through ``database_sync_to_async``."""
     if asyncio.iscoroutinefunction(method):
         return method
@@ -40,7 +44,8 @@ def request_from_scope(scope: dict[str, Any]) -> HttpRequest:
 
     request = HttpRequest()
     request.path = request.path_info = scope.get("path", "")
-    request.session = scope.get("session")
+    # None without channels' SessionMiddleware (Django's stubs know only a SessionBase).
+    request.session = scope.get("session")  # type: ignore[assignment]
     user = scope.get("user")
     request.user = AnonymousUser() if user is None else user
     meta = request.META
@@ -94,7 +99,9 @@ class _Combined(_Operators):
         return self.operator(*(instantiate(op) for op in self.operands))
 
 
-class _PermissionMeta(_Operators, type):
+# `|` on these classes combines permissions, not types into a `types.UnionType`: type's
+# `__or__` is overridden on purpose (DRF's stubs ignore the same error on their metaclass).
+class _PermissionMeta(_Operators, type):  # type: ignore[misc]
     pass
 
 
@@ -102,11 +109,13 @@ class BasePermission(metaclass=_PermissionMeta):
     """Override ``has_permission`` (every action, every push) and maybe ``can_connect``."""
 
     async def has_permission(
-        self, scope: dict[str, Any], consumer: Any, action: str, **kwargs: Any
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, action: str, **kwargs: Any
     ) -> bool:
         return False
 
-    async def can_connect(self, scope: dict[str, Any], consumer: Any, message: Any = None) -> bool:
+    async def can_connect(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, message: Any = None
+    ) -> bool:
         return True
 
 
@@ -114,13 +123,17 @@ class _And(BasePermission):
     def __init__(self, op1: BasePermission, op2: BasePermission) -> None:
         self.op1, self.op2 = op1, op2
 
-    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+    async def has_permission(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, action: str, **kwargs: Any
+    ) -> bool:
         return bool(
             await self.op1.has_permission(scope, consumer, action, **kwargs)
             and await self.op2.has_permission(scope, consumer, action, **kwargs)
         )
 
-    async def can_connect(self, scope, consumer, message=None) -> bool:
+    async def can_connect(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, message: Any = None
+    ) -> bool:
         return bool(
             await self.op1.can_connect(scope, consumer, message)
             and await self.op2.can_connect(scope, consumer, message)
@@ -128,13 +141,17 @@ class _And(BasePermission):
 
 
 class _Or(_And):
-    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+    async def has_permission(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, action: str, **kwargs: Any
+    ) -> bool:
         return bool(
             await self.op1.has_permission(scope, consumer, action, **kwargs)
             or await self.op2.has_permission(scope, consumer, action, **kwargs)
         )
 
-    async def can_connect(self, scope, consumer, message=None) -> bool:
+    async def can_connect(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, message: Any = None
+    ) -> bool:
         return bool(
             await self.op1.can_connect(scope, consumer, message)
             or await self.op2.can_connect(scope, consumer, message)
@@ -145,21 +162,27 @@ class _Not(BasePermission):
     def __init__(self, op1: BasePermission) -> None:
         self.op1 = op1
 
-    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+    async def has_permission(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, action: str, **kwargs: Any
+    ) -> bool:
         return not await self.op1.has_permission(scope, consumer, action, **kwargs)
 
-    async def can_connect(self, scope, consumer, message=None) -> bool:
+    async def can_connect(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, message: Any = None
+    ) -> bool:
         return not await self.op1.can_connect(scope, consumer, message)
 
 
 class AllowAny(BasePermission):
     """Everyone may connect and run every action."""
 
-    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+    async def has_permission(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, action: str, **kwargs: Any
+    ) -> bool:
         return True
 
 
-def may_refuse(consumer: Any) -> bool:
+def may_refuse(consumer: HasPermissions) -> bool:
     """Whether a push permission of ``consumer`` could refuse (anything but ``AllowAny``)."""
     return not all(
         permission is AllowAny or isinstance(permission, AllowAny)
@@ -173,7 +196,9 @@ class IsAuthenticated(BasePermission):
     Connecting stays allowed, as in DCRF: an anonymous socket gets 403 per action.
     """
 
-    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+    async def has_permission(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, action: str, **kwargs: Any
+    ) -> bool:
         user = scope.get("user")
         return bool(user is not None and user.pk and user.is_authenticated)
 
@@ -192,12 +217,16 @@ class WrappedDRFPermission(BasePermission):
     def __init__(self, permission: DRFBasePermission) -> None:
         self.permission = permission
 
-    async def has_permission(self, scope, consumer, action, **kwargs) -> bool:
+    async def has_permission(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, action: str, **kwargs: Any
+    ) -> bool:
         request = request_from_scope(scope)
         request.method = self.mapped_actions.get(action, str(action).upper())
         return bool(await ensure_async(self.permission.has_permission)(request, consumer))
 
-    async def can_connect(self, scope, consumer, message=None) -> bool:
+    async def can_connect(
+        self, scope: dict[str, Any], consumer: AsyncAPIConsumer, message: Any = None
+    ) -> bool:
         request = request_from_scope(scope)
         request.method = self.mapped_actions["connect"]
         return bool(await ensure_async(self.permission.has_permission)(request, consumer))

@@ -20,7 +20,7 @@ Data equal to what a subscription holds is not pushed again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
@@ -35,6 +35,12 @@ from .generics import in_feed_snapshot, in_snapshot
 from .instances import request_key
 from .permissions import may_refuse
 from .watches import Watch
+
+if TYPE_CHECKING:
+    from ._types import QueryHost
+    from .generics import GenericAsyncAPIConsumer as _Host
+else:
+    _Host = object
 
 __all__ = ["ObserverQueryMixin", "QueryTooLarge"]
 
@@ -64,7 +70,7 @@ class QuerySubscription:
 class QuerySubscriptions(Watch):
     """Every ``subscribe_query`` of one consumer on one table."""
 
-    def __init__(self, consumer: Any, table: str) -> None:
+    def __init__(self, consumer: QueryHost, table: str) -> None:
         self.consumer = consumer
         self.table = table
         self.subs: dict[str, QuerySubscription] = {}
@@ -79,7 +85,8 @@ class QuerySubscriptions(Watch):
         subs = list(self.subs.values())
         if not subs:
             return
-        requery = pks is None or len(pks) > REQUERY_ABOVE
+        # None: re-run each query (see below); else the changed rows, read by pk.
+        changed = None if pks is None or len(pks) > REQUERY_ABOVE else pks
         # As for instances (see ``InstanceSubscriptions.refresh``): a push goes out only if
         # the permission allowed it before the read and allows it after, so no data read
         # while the row was refused is sent once the refusal ends. Rows that enter through
@@ -87,12 +94,12 @@ class QuerySubscriptions(Watch):
         allowed_before: dict[str, bool] = {}
         if may_refuse(self.consumer):
             candidates = {k: held[0] for sub in subs for k, held in sub.held.items()}
-            if not requery:
-                candidates.update(pks)
+            if changed is not None:
+                candidates.update(changed)
             for key, pk in candidates.items():
                 verb = "update" if any(key in sub.held for sub in subs) else "create"
                 allowed_before[key] = await self.consumer.may_push(verb, pk=pk)
-        if requery:
+        if changed is None:
             # Unknown rows changed, or so many that reading them all costs more than
             # re-running each query (which returns only its own rows): re-run, compare.
             for sub in subs:
@@ -102,12 +109,12 @@ class QuerySubscriptions(Watch):
             return
         conditions = [sub.condition for sub in subs]
         matches = await self._read(
-            batches, "matches", (tuple(sorted(pks)), tuple(map(str, conditions))),
-            list(pks.values()), conditions,
+            batches, "matches", (tuple(sorted(changed)), tuple(map(str, conditions))),
+            list(changed.values()), conditions,
         )  # fmt: skip
         for index, sub in enumerate(subs):
             current = {key: (pk, data) for key, pk, data, member in matches if member[index]}
-            await self._settle(sub, current, set(pks), allowed_before)
+            await self._settle(sub, current, set(changed), allowed_before)
 
     async def _read(self, batches: frozenset | None, kind: str, key: Any, *args: Any) -> Any:
         """Run ``read_query`` / ``read_query_matches`` in one snapshot (membership and data
@@ -147,7 +154,7 @@ class QuerySubscriptions(Watch):
                 del sub.held[key]
 
 
-class ObserverQueryMixin:
+class ObserverQueryMixin(_Host):
     """``subscribe_query`` / ``unsubscribe_query`` for a ``GenericAsyncAPIConsumer``.
 
     Declare what clients may filter on::

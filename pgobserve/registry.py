@@ -122,16 +122,17 @@ def related_models(observed: list[type[models.Model]]) -> list[type[models.Model
             if not (field.is_relation and field.concrete):
                 continue  # reverse relations and generic foreign keys
             if field.many_to_many:
-                target = field.remote_field.through
+                target = getattr(field.remote_field, "through", None)
             elif field.many_to_one or field.one_to_one:
                 target = field.related_model
             else:
                 continue
-            if not isinstance(target, type):
+            if not (isinstance(target, type) and issubclass(target, models.Model)):
                 continue  # a lazy reference to a model that is not installed
-            meta = target._meta.concrete_model._meta
+            concrete = target._meta.concrete_model or target
+            meta = concrete._meta
             if meta.managed and getattr(meta.pk, "column", None) is not None:
-                found.append(meta.concrete_model)
+                found.append(concrete)
     return found
 
 

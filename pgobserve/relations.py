@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 from django.apps import apps
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.db.models.sql.datastructures import BaseTable
 from django.db.models.sql.query import Query
 
@@ -106,7 +106,8 @@ def many_to_many_tables(model: Any) -> set[str]:
         if not field.many_to_many:
             continue
         through = getattr(field, "through", None) or field.remote_field.through
-        if isinstance(through, type):  # not a lazy reference to an uninstalled model
+        # Not a lazy reference to an uninstalled model:
+        if isinstance(through, type) and issubclass(through, Model):
             found.add(through._meta.db_table)
     found.discard(model._meta.db_table)
     return found

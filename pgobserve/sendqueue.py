@@ -24,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import conf
+
+if TYPE_CHECKING:
+    from ._types import Closes
 
 __all__: list[str] = []  # internal: no public API
 
@@ -139,7 +142,7 @@ def pending_bytes(protocol: Any) -> int | None:
 class SendGate:
     """One consumer's view of its socket's send queue (see the module docstring)."""
 
-    def __init__(self, consumer: Any) -> None:
+    def __init__(self, consumer: Closes) -> None:
         self.consumer = consumer
         self._protocol: Any = False  # False: not looked up yet
         self._since_yield = 0

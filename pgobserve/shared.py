@@ -68,8 +68,8 @@ def _settle(waiter: asyncio.Future, task: asyncio.Future) -> None:
         return
     if task.cancelled():
         waiter.cancel()
-    elif task.exception() is not None:
-        waiter.set_exception(task.exception())
+    elif (exc := task.exception()) is not None:
+        waiter.set_exception(exc)
     else:
         waiter.set_result(task.result())
 

@@ -16,6 +16,10 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.db import models
 
 __all__: list[str] = []  # internal: no public API
 
@@ -386,12 +390,12 @@ _INT_FIELDS = {
 }  # fmt: skip
 
 
-def pk_digest(pk) -> str:
+def pk_digest(pk: Any) -> str:
     """What a "digest" table's payloads carry for ``pk``: PostgreSQL's ``md5(pk::text)``."""
     return hashlib.md5(str(pk).encode()).hexdigest()
 
 
-def pk_kind(field) -> str:
+def pk_kind(field: Any) -> str:
     """How a Django pk field's values are written as JSON: "int", "uuid" or "other"."""
     while getattr(field, "target_field", None) is not None and field.is_relation:
         field = field.target_field  # a one-to-one pk: the type is the target's
@@ -402,7 +406,7 @@ def pk_kind(field) -> str:
 
 
 def spec_for_model(
-    model,
+    model: type[models.Model],
     channel: str = "pgobserve",
     diff_max_rows: int = 10_000,
     digest: bool = False,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse
 from django.template.response import SimpleTemplateResponse
@@ -79,10 +80,15 @@ class DjangoViewAsConsumer(AsyncAPIConsumer):
                 request.GET[key] = value
         if "data" in kwargs:
             body = json.dumps(kwargs["data"]).encode()
-            request._stream, request._read_started = io.BytesIO(body), False
+            request._stream = io.BytesIO(body)
+            # Django's private flag (not in its stubs): the body is unread.
+            request._read_started = False  # type: ignore[attr-defined]
             request.META["CONTENT_TYPE"] = "application/json"
             request.META["CONTENT_LENGTH"] = str(len(body))
-        response = type(self).view(request, *args, **view_kwargs)
+        view = type(self).view
+        if view is None:
+            raise ImproperlyConfigured(f"{type(self).__name__} has no view to call")
+        response = view(request, *args, **view_kwargs)
         return self.response_content(response), response.status_code
 
     def get_view_args(self, action: str, **kwargs: Any) -> tuple[list[Any], dict[str, Any]]:

@@ -145,8 +145,7 @@ class WatchRegistry:
         self._batches.setdefault(table, set()).add(batch)
         if pks is None:
             self._pending[table] = EVERYTHING
-        elif table not in self._pending or self._pending[table] is not EVERYTHING:
-            merged = self._pending.setdefault(table, {})
+        elif (merged := self._pending.setdefault(table, {})) is not EVERYTHING:
             if len(merged) + len(pks) > MANY_PKS:
                 self._pending[table] = EVERYTHING  # cheaper to re-check what is watched
             else:

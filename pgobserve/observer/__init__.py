@@ -3,6 +3,7 @@ the database triggers (every write, from anywhere), ``observer`` for Django sign
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -16,7 +17,7 @@ from .observer import Observer
 __all__ = ["Action", "ModelObserver", "Observer", "model_observer", "observer"]
 
 
-def observer(signal: Signal, **kwargs: Any) -> partial:
+def observer(signal: Signal, **kwargs: Any) -> Callable[[Callable[..., Any]], Observer]:
     """Method decorator: events of ``signal`` (``signal.connect`` gets ``kwargs``, e.g.
     ``sender=``). In-process, as with DCRF: see ``observer.py``."""
     return partial(Observer, signal=signal, kwargs=kwargs)
@@ -27,7 +28,7 @@ def model_observer(
     serializer_class: type[Serializer] | None = None,
     many_to_many: bool = False,
     **kwargs: Any,
-) -> partial:
+) -> Callable[[Callable[..., Any]], ModelObserver]:
     """Method decorator: every created, updated and deleted row of ``model``, however it
     was written. The method is called on each subscribed consumer with
     ``(message, observer=, action=, message_type=, subscribing_request_ids=, group=)``."""

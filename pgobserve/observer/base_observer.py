@@ -15,9 +15,14 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from copy import deepcopy
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+if TYPE_CHECKING:
+    from .._types import ObserverHost
 
 __all__ = ["BaseObserver"]
+
+ObserverT = TypeVar("ObserverT", bound="BaseObserver")
 
 
 class BoundObserver(partial):
@@ -27,7 +32,7 @@ class BoundObserver(partial):
         return partial(getattr(self.func, name), *self.args, **self.keywords)
 
 
-def subscriptions(consumer: Any) -> dict[str, dict[str, set[Any]]]:
+def subscriptions(consumer: object) -> dict[str, dict[str, set[Any]]]:
     """observer id → group → request_ids subscribed, for one consumer."""
     found = consumer.__dict__.get("_observer_group_to_request_id")
     if found is None:
@@ -53,7 +58,9 @@ class BaseObserver:
         """The channel-layer message type of this observer's events (and so its handler)."""
         return self.func.__name__.replace("_", ".")
 
-    async def __call__(self, message: dict, consumer: Any = None, **kwargs: Any) -> Any:
+    async def __call__(
+        self, message: dict[str, Any], consumer: ObserverHost | None = None, **kwargs: Any
+    ) -> Any:
         """Handle one event message on ``consumer``: call the decorated method."""
         message = deepcopy(message)
         body = message.pop("body", {})
@@ -61,7 +68,7 @@ class BaseObserver:
         requests: list[Any] = []
         if consumer is not None:
             groups = subscriptions(consumer).get(self._stable_observer_id, {})
-            requests = list(groups.get(message.get("group"), ()))
+            requests = list(groups.get(message.get("group", ""), ()))
         return await self.func(
             consumer,
             body,
@@ -72,30 +79,36 @@ class BaseObserver:
             **kwargs,
         )
 
-    def __get__(self, consumer: Any, owner: type | None = None) -> Any:
+    @overload
+    def __get__(self: ObserverT, consumer: None, owner: type | None = None) -> ObserverT: ...
+
+    @overload
+    def __get__(self, consumer: object, owner: type | None = None) -> BoundObserver: ...
+
+    def __get__(self, consumer: object, owner: type | None = None) -> Any:
         if consumer is None:
             return self
         return BoundObserver(self, consumer=consumer)
 
     # what a consumer class declares --------------------------------------------------------
 
-    def serializer(self, func: Callable[..., Any]) -> BaseObserver:
+    def serializer(self: ObserverT, func: Callable[..., Any]) -> ObserverT:
         """Decorator: the event body, computed once per event (not per socket)."""
         self._serializer = func
         return self
 
-    def groups_for_signal(self, func: Callable[..., Iterable[str]]) -> BaseObserver:
+    def groups_for_signal(self: ObserverT, func: Callable[..., Iterable[str]]) -> ObserverT:
         """Decorator: the groups an event is sent to."""
         self._group_names_for_signal = func
         return self
 
-    def groups_for_consumer(self, func: Callable[..., Iterable[str]]) -> BaseObserver:
+    def groups_for_consumer(self: ObserverT, func: Callable[..., Iterable[str]]) -> ObserverT:
         """Decorator: the groups ``subscribe(**kwargs)`` joins (they must match the
         names ``groups_for_signal`` yields)."""
         self._group_names_for_consumer = func
         return self
 
-    def groups(self, func: Callable[..., Iterable[str]]) -> BaseObserver:
+    def groups(self: ObserverT, func: Callable[..., Iterable[str]]) -> ObserverT:
         """Decorator: one function for both ``groups_for_signal`` and ``groups_for_consumer``."""
         self._group_names_for_signal = func
         self._group_names_for_consumer = func
@@ -104,7 +117,7 @@ class BaseObserver:
     # subscribing ----------------------------------------------------------------------------
 
     async def subscribe(
-        self, consumer: Any, *args: Any, request_id: Any = None, **kwargs: Any
+        self, consumer: ObserverHost, *args: Any, request_id: Any = None, **kwargs: Any
     ) -> list[str]:
         """Join the groups ``groups_for_consumer(*args, **kwargs)`` names; the handler gets
         ``request_id`` among its ``subscribing_request_ids``."""
@@ -118,7 +131,7 @@ class BaseObserver:
         return names
 
     async def unsubscribe(
-        self, consumer: Any, *args: Any, request_id: Any = None, **kwargs: Any
+        self, consumer: ObserverHost, *args: Any, request_id: Any = None, **kwargs: Any
     ) -> list[str]:
         """Leave the groups ``subscribe`` joined with the same arguments: for
         ``request_id`` only (the group is left when no request_id remains), or for all."""
@@ -137,7 +150,7 @@ class BaseObserver:
     # group names ----------------------------------------------------------------------------
 
     def group_names_for_consumer(
-        self, *args: Any, consumer: Any = None, **kwargs: Any
+        self, *args: Any, consumer: ObserverHost | None = None, **kwargs: Any
     ) -> Iterator[str]:
         if self._group_names_for_consumer is not None:
             for name in self._group_names_for_consumer(self, *args, consumer=consumer, **kwargs):
@@ -161,7 +174,3 @@ class BaseObserver:
     def clean_group_name(self, name: str) -> str:
         """A legal channel-layer group name (at most 100 ASCII characters) for any name."""
         return "pgobserve.observer." + hashlib.sha256(name.encode()).hexdigest()
-
-    def serialize(self, signal: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        body = self._serializer(self, signal, *args, **kwargs) if self._serializer else {}
-        return {"type": self.message_type, "body": body}

@@ -246,7 +246,8 @@ class ObserverFeed:
         unknown = {str(c.xid) for c in changes if c.pks is None}
         for image in self.old_rows(model, table, xids):
             key = groups.pk_key(image.pk)
-            if key not in rows and image.pgobserve_old_row_xid not in unknown:
+            xid = vars(image)["pgobserve_old_row_xid"]  # a column of the raw query
+            if key not in rows and xid not in unknown:
                 continue
             entry = rows.setdefault(key, RowHistory(image.pk, "T"))
             if entry.first_image is None:
@@ -254,7 +255,7 @@ class ObserverFeed:
             entry.last_image = image
             # A transaction's first image is the row before it, unless it inserted the row
             # (its images are then states inside it, which no socket saw).
-            step = (key, image.pgobserve_old_row_xid)
+            step = (key, xid)
             if step not in counted:
                 counted.add(step)
                 if first_ops.get(step) != "I":

@@ -44,5 +44,11 @@ class Observer(BaseObserver):
         for name in self.group_names_for_signal(*args, message=message, **kwargs):
             async_to_sync(layer.group_send)(name, {**deepcopy(message), "group": name})
 
+    def serialize(self, signal: Signal, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The event message (without its group): the observer's ``serializer``, else an
+        empty body. (A model observer's takes a row and an ``Action`` instead.)"""
+        body = self._serializer(self, signal, *args, **kwargs) if self._serializer else {}
+        return {"type": self.message_type, "body": body}
+
     def group_names(self, *args: Any, **kwargs: Any) -> Iterator[str]:
         yield f"{self._stable_observer_id}-{self.message_type}-signal"

@@ -9,9 +9,10 @@ import pprint
 import signal
 import string
 from pathlib import Path
+from typing import Any
 
 from django.apps import apps
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections
 from django.db.migrations.loader import MigrationLoader
 
@@ -28,7 +29,7 @@ TEMPLATE = Path(pgobserve.__file__).parent / "migrations_templates" / "pgobserve
 class Command(BaseCommand):
     help = "Install, inspect and run pgobserve's database triggers and listener."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="subcommand", required=True)
         for name, text in [
             ("install", "install or refresh the notify triggers of every observed table"),
@@ -52,7 +53,7 @@ class Command(BaseCommand):
         p.add_argument("app_label")
         p.add_argument("--name", default="pgobserve_triggers")
 
-    def handle(self, *args, subcommand, **options):
+    def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
         # The consumers (and the model observers they define) decide which tables keep old
         # rows, and the listener sends their events: know them before anything else.
         registry.load_consumers()
@@ -60,13 +61,17 @@ class Command(BaseCommand):
 
     # install / uninstall / status -------------------------------------------------------
 
-    def handle_install(self, database=None, dry_run=False, **_):
+    def handle_install(self, database: str | None = None, dry_run: bool = False, **_: Any) -> None:
         self._print_changes(installation.install(database, dry_run=dry_run), dry_run, "installed")
 
-    def handle_uninstall(self, database=None, dry_run=False, **_):
+    def handle_uninstall(
+        self, database: str | None = None, dry_run: bool = False, **_: Any
+    ) -> None:
         self._print_changes(installation.uninstall(database, dry_run=dry_run), dry_run, "removed")
 
-    def _print_changes(self, changes, dry_run, verb):
+    def _print_changes(
+        self, changes: list[tuple[str, list[str]]], dry_run: bool, verb: str
+    ) -> None:
         if not changes:
             self.stdout.write("Nothing to do: every observed table is already current.")
             return
@@ -77,7 +82,7 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(self.style.SUCCESS(f"{verb.capitalize()}: {table}"))
 
-    def handle_status(self, database=None, check=False, **_):
+    def handle_status(self, database: str | None = None, check: bool = False, **_: Any) -> None:
         styles = {
             installation.INSTALLED: self.style.SUCCESS,
             installation.OUTDATED: self.style.WARNING,
@@ -101,7 +106,7 @@ class Command(BaseCommand):
 
     # listen -------------------------------------------------------------------------------
 
-    def handle_listen(self, database=None, **_):
+    def handle_listen(self, database: str | None = None, **_: Any) -> None:
         if not logging.getLogger("pgobserve").handlers and not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         logging.getLogger("pgobserve").setLevel(logging.INFO)
@@ -110,7 +115,7 @@ class Command(BaseCommand):
         self._warn_untriggered(database)
         connections.close_all()  # the listener has its own connection
 
-        async def main():
+        async def main() -> None:
             listener = Listener(conninfo, tables=tables)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,7 +145,9 @@ class Command(BaseCommand):
 
     # makemigration ------------------------------------------------------------------------
 
-    def handle_makemigration(self, app_label, name="pgobserve_triggers", **_):
+    def handle_makemigration(
+        self, app_label: str, name: str = "pgobserve_triggers", **_: Any
+    ) -> None:
         try:
             app = apps.get_app_config(app_label)
         except LookupError as exc:
