@@ -5,8 +5,7 @@ the permission helpers and the observers each hold a consumer and call a few of 
 Each protocol below lists exactly those, taken from their code: a consumer that is not a
 ``GenericAsyncAPIConsumer`` (a test's stand-in, a project's own base class) satisfies the
 one a part needs by having these members. ``GenericAsyncAPIConsumer`` satisfies them all,
-which ``mypy`` checks where it hands itself over (``GenericAsyncAPIConsumer.watch_of``,
-``AsyncAPIConsumer.__init__``).
+which ``mypy`` checks at the end of this module.
 
 The action mixins (``mixins.py``, ``queries.ObserverQueryMixin``) need nearly the whole of
 ``GenericAsyncAPIConsumer`` from the class they are mixed into; they name it as their base
@@ -119,3 +118,14 @@ class ObserverHost(Protocol):
     async def add_group(self, name: str) -> None: ...
 
     async def remove_group(self, name: str) -> None: ...
+
+
+if TYPE_CHECKING:
+    from .generics import GenericAsyncAPIConsumer
+
+    class _GenericConsumerIsEveryHost(
+        GenericAsyncAPIConsumer, InstanceHost, QueryHost, IdentityHost, ObserverHost
+    ):
+        """Never defined at run time: mypy checks here that ``GenericAsyncAPIConsumer``'s
+        definitions match each protocol's. (Its channels base is Any, so handing it where a
+        protocol is expected checks nothing.)"""

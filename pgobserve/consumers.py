@@ -84,6 +84,8 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     #: instances; a list works as well as a tuple.
     permission_classes: Sequence[Any] = (AllowAny,)
     available_actions: dict[str, str]
+    #: The ASGI connection scope (set when the consumer is called).
+    scope: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
