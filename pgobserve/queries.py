@@ -239,7 +239,8 @@ class ObserverQueryMixin(_Host):
             # A misspelt "filters" must not silently subscribe to the whole queryset.
             raise BadRequest({k: ['Unexpected field; filters go in "filters".'] for k in kwargs})
         condition, joined = await database_sync_to_async(self.query_condition)(filters, **kwargs)
-        limit = self.query_max_rows or conf.max_query_rows()
+        # The class's own cap if it sets one (0 included, as max_rows), else the setting.
+        limit = conf.max_query_rows() if self.query_max_rows is None else self.query_max_rows
         subs = self.query_subscriptions()
         group = groups.table_group(subs.table)
         async with self.watches.lock:
