@@ -206,7 +206,10 @@ def check_triggers(
     """Every observed table of ``PGOBSERVE["DATABASE"]`` has current triggers (W002).
     Reads the database, so it runs only when ``databases`` names that alias (``manage.py
     check --database default``, ``migrate``); a table that does not exist yet is left to
-    its migration."""
+    its migration, and so is everything while migrations are pending (``migrate`` runs its
+    checks before it applies them: a pgobserve_triggers migration may be among them)."""
+    from django.db.migrations.executor import MigrationExecutor
+
     from . import conf, installation, registry, sql
 
     if not isinstance(_pgobserve_setting(), dict):
@@ -215,6 +218,9 @@ def check_triggers(
     if not databases or alias not in databases:
         return []
     try:
+        executor = MigrationExecutor(connections[alias])
+        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+            return []
         registry.load_consumers()  # their model observers decide which tables keep old rows
         entries = installation.status(alias)
         tables = set(connections[alias].introspection.table_names())

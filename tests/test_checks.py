@@ -120,6 +120,23 @@ def test_w002_missing_or_outdated_triggers_with_the_database_only():
         assert "tasks_task" in message
 
 
+@pytest.mark.django_db
+def test_w002_waits_while_migrations_are_pending():
+    """``migrate`` runs its checks before it applies its migrations, which may install the
+    triggers (a pgobserve_triggers migration): no warning while any is pending."""
+    from django.db import connection
+
+    with override_settings(PGOBSERVE=pgobserve()):
+        installation.uninstall()  # in the test's transaction: rolled back after
+        assert "pgobserve.W002" in found(databases=["default"])
+        with connection.cursor() as cursor:  # the tasks app's last migration: pending
+            cursor.execute(
+                "DELETE FROM django_migrations WHERE id = (SELECT max(id) FROM"
+                " django_migrations WHERE app = 'tasks')"
+            )
+        assert "pgobserve.W002" not in found(databases=["default"])
+
+
 @override_settings(PGOBSERVE={**settings.PGOBSERVE, "IN_PROCESS_LISTENER": False})
 def test_w003_an_in_memory_layer_without_the_in_process_listener():
     with override_settings(CHANNEL_LAYERS=layer("pgobserve.layers.InMemoryChannelLayer")):
