@@ -124,3 +124,14 @@ def test_every_public_name_imports_and_has_a_docstring(name):
         # A class's own docstring, not one inherited from its base.
         own = value.__dict__.get("__doc__") if isinstance(value, type) else value.__doc__
         assert (own or "").strip(), f"{name}.{attribute} has no docstring"
+
+
+def test_the_version_is_written_once():
+    """pyproject.toml reads it from ``pgobserve.__version__`` (``dynamic``)."""
+    import importlib.metadata
+    from pathlib import Path
+
+    project = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert importlib.metadata.version("pgobserve") == pgobserve.__version__
+    assert 'dynamic = ["version"]' in project
+    assert "\nversion =" not in project.split("[project]")[1].split("\n[")[0]
