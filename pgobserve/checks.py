@@ -198,6 +198,21 @@ def _socket_timeout(host: dict[str, Any]) -> Any:
     return getattr(connection, "DEFAULT_SOCKET_TIMEOUT", None)
 
 
+def _pending_migrations(alias: str) -> set[str]:
+    """The apps with migrations not yet applied to ``alias`` (none known if the migration
+    graph cannot be loaded: ``migrate`` reports that itself)."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[alias])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError:
+        raise
+    except Exception:  # a broken graph or migration module: not this check's to report
+        return set()
+    return {migration.app_label for migration, _backwards in plan}
+
+
 def check_triggers(
     app_configs: Sequence[Any] | None = None,
     databases: Sequence[str] | None = None,
@@ -206,10 +221,9 @@ def check_triggers(
     """Every observed table of ``PGOBSERVE["DATABASE"]`` has current triggers (W002).
     Reads the database, so it runs only when ``databases`` names that alias (``manage.py
     check --database default``, ``migrate``); a table that does not exist yet is left to
-    its migration, and so is everything while migrations are pending (``migrate`` runs its
-    checks before it applies them: a pgobserve_triggers migration may be among them)."""
-    from django.db.migrations.executor import MigrationExecutor
-
+    its migration, and so is everything while an app of an observed model has migrations
+    pending (``migrate`` runs its checks before it applies them: a pgobserve_triggers
+    migration may be among them)."""
     from . import conf, installation, registry, sql
 
     if not isinstance(_pgobserve_setting(), dict):
@@ -218,10 +232,9 @@ def check_triggers(
     if not databases or alias not in databases:
         return []
     try:
-        executor = MigrationExecutor(connections[alias])
-        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
-            return []
         registry.load_consumers()  # their model observers decide which tables keep old rows
+        if _pending_migrations(alias) & {m._meta.app_label for m in registry.observed_models()}:
+            return []
         entries = installation.status(alias)
         tables = set(connections[alias].introspection.table_names())
     except ImproperlyConfigured:

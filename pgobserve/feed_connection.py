@@ -111,6 +111,7 @@ def kept_connection(alias: str, gives_way: bool = False) -> Iterator[None]:
     if own.in_atomic_block:  # the caller's transaction: read what it sees
         yield
         return
+    gives_way = gives_way and conf.autocommit_reads()  # else one connection serves both
     with _lock:
         kept = _kept.get((alias, gives_way))
         if kept is None:

@@ -25,12 +25,14 @@ time bound (the growth rule needs pymalloc: under ``PYTHONMALLOC=malloc`` the bl
 0); ``collect_frozen()`` walks everything on demand.
 
 That long walk waits for a quiet moment: a full collection that comes while the process is
-busy (more than ``busy_rate`` young collections a second: a fan-out to thousands of sockets
-makes ~1,000, an idle process a few) walks only the new objects as usual, and the walk
-everything is due for is left to the first full collection that comes when it is quiet, or
-``max_defer`` seconds later at the latest (bounding the memory). A burst that grew the heap
-(the sockets of a deploy connecting, a fan-out's buffers) then no longer pays a 1-2 s walk
-in its middle.
+busy (more than ``busy_rate`` young collections a second: measured at 10,000 sockets, a
+fan-out makes ~540, connecting sockets ~125, an idle process ~19) walks only the new
+objects as usual, and the walk everything is due for is left to the first full collection
+that comes when it is quiet, or the first after ``max_defer`` seconds, or the first after
+the heap grew twice the growth that made it due (bounding the memory). A fan-out then no
+longer pays a 1-2 s walk in its middle. The default ``busy_rate`` (200) lets walks happen
+while sockets connect, so that the heap they grew is walked before the process is idle;
+a burst is seen from its first tenth of a second.
 
 It changes the whole process, hence opt-in: call ``pgobserve.gc.install()`` once at start-up
 (``asgi.py``). CPython only: the callbacks rely on ``gc.freeze``, ``gc.unfreeze`` and
@@ -71,15 +73,17 @@ _policy: dict[str, Any] = {
 _young = {"start": 0.0, "count": 0, "before": 0}
 
 
-def _due() -> bool:
+def _due(factor: float = 1.0) -> bool:
+    """A full walk is due: ``full_every`` has passed, or the heap grew by ``factor`` times
+    ``full_when_grown`` since the last walk."""
     grown, every = _policy["full_when_grown"], _policy["full_every"]
-    if every is not None and time.monotonic() - _policy["last_walk"] >= every:
+    if factor == 1.0 and every is not None and time.monotonic() - _policy["last_walk"] >= every:
         return True
     if grown is not None:
         # The heap's size in memory blocks (O(pools), ~0.1 ms at 500 MiB; counting the frozen
         # objects would walk them all): it grows with the frozen garbage, and with new sockets.
         blocks = sys.getallocatedblocks()
-        return blocks - _policy["base"] > max(MIN_GROWTH, _policy["base"] * grown)
+        return blocks - _policy["base"] > max(MIN_GROWTH, _policy["base"] * grown) * factor
     return False
 
 
@@ -100,12 +104,15 @@ def _busy(now: float) -> bool:
 
 
 def _walk_now(now: float) -> bool:
-    """A walk is due (``_due``) and the process is quiet, or it has waited ``max_defer``."""
+    """A walk is due (``_due``) and the process is quiet, or it has waited ``max_defer``,
+    or the heap has grown twice as much as made it due."""
     if not _due():
         _policy["due_since"] = None
         return False
     since = _policy["due_since"]
     if not _busy(now) or (since is not None and now - since >= _policy["max_defer"]):
+        return True
+    if _due(factor=2.0):
         return True
     if since is None:
         _policy["due_since"] = now

@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import connections, transaction
 from django.db.models import Model, QuerySet
+from django.db.transaction import TransactionManagementError
 from django.http import Http404
 from rest_framework.generics import get_object_or_404
 from rest_framework.serializers import Serializer
@@ -114,9 +115,15 @@ def _consistent(read: Callable[..., R]) -> Callable[..., R]:
     three round trips (a quarter of a single push's latency). The statements are counted: a
     read that ran more (a serializer reading a relation, many-to-many) may have seen two
     states, so it runs again in one ``snapshot()``, and the reads of that consumer class and
-    method start in one from then on. Autocommit only where the session gives way to
-    writers (``feed_connection.gives_way``); a serializer that writes runs twice on that
-    first read."""
+    method start in one from then on; so do reads that need a transaction
+    (``select_for_update``). Autocommit only where the session gives way to writers
+    (``feed_connection.gives_way``).
+
+    What is counted is Django's ``execute`` on this connection: SQL a read runs past it (a
+    raw psycopg cursor, ``callproc``) or inside one statement with snapshots of its own (a
+    VOLATILE function that queries other tables, as some row-level security policies do)
+    is not seen. Such consumers set ``PGOBSERVE["AUTOCOMMIT_READS"] = False``. A serializer
+    that writes runs twice on that first read, and its writes commit as they go."""
     key = (type(getattr(read, "__self__", None)), getattr(read, "__func__", read))
     snapshotted = _snapshotted(read)
 
@@ -130,8 +137,12 @@ def _consistent(read: Callable[..., R]) -> Callable[..., R]:
         ):
             return snapshotted(*args, **kwargs)
         statements = _Statements()
-        with connection.execute_wrapper(statements):
-            result = read(*args, **kwargs)
+        try:
+            with connection.execute_wrapper(statements):
+                result = read(*args, **kwargs)
+        except TransactionManagementError:  # it needs a transaction (select_for_update)
+            _multi_statement.add(key)
+            return snapshotted(*args, **kwargs)
         if statements.count <= 1:
             return result
         _multi_statement.add(key)

@@ -29,12 +29,9 @@ __all__: list[str] = []  # internal: no public API
 #: How long a finished read stays available to consumers that are slower to get to it.
 KEEP_SECONDS = 5.0
 
-#: Event-loop turns a gathered read waits for more rows before it starts, at most: the
-#: consumers woken by one batch ask within a few turns of each other. It starts sooner
-#: once ``QUIET_TURNS`` turns in a row brought no new row (a single socket's read waits
-#: two turns, not eight: ~0.1 ms of its latency).
+#: Event-loop turns a gathered read waits for more rows before it starts: the consumers
+#: woken by one batch ask within a few turns of each other.
 GATHER_TURNS = 8
-QUIET_TURNS = 2
 
 _reads: dict[Hashable, asyncio.Future] = {}
 _gathering: dict[Hashable, _Gathering] = {}
@@ -90,13 +87,8 @@ class _Gathering:
         self.task = asyncio.ensure_future(self._run(read))
 
     async def _run(self, read: Callable[[list[Any]], Awaitable[dict[str, Any]]]) -> Any:
-        quiet, seen = 0, len(self.wanted)
         for _ in range(GATHER_TURNS):
             await asyncio.sleep(0)
-            quiet = quiet + 1 if len(self.wanted) == seen else 0
-            if quiet >= QUIET_TURNS:
-                break
-            seen = len(self.wanted)
         if _gathering.get(self.key) is self:
             del _gathering[self.key]  # from now on, a new gathering
         return await read(list(self.wanted.values()))

@@ -162,6 +162,16 @@ async def test_a_kept_connection_the_server_cut_is_replaced(listening, writer):
         await communicator.disconnect()
 
 
+@pytest.fixture(autouse=True)
+def no_read_known_to_need_a_snapshot():
+    """Each test starts with no consumer read known to need a snapshot."""
+    from pgobserve import generics
+
+    generics._multi_statement.clear()
+    yield
+    generics._multi_statement.clear()
+
+
 class Reader:
     """A push read that records whether it ran in a transaction, and the lock timeout."""
 
@@ -217,5 +227,24 @@ async def test_push_reads_keep_their_transaction_with_autocommit_reads_off(setti
         # In its transaction, with the lock timeout of the transaction, not of the session.
         assert reader.runs[0][0] is True
         assert reader.runs[0][1] not in ("0", "")
+    finally:
+        await feed_connection.release()
+
+
+async def test_a_push_read_that_needs_a_transaction_gets_one():
+    """``select_for_update`` refuses autocommit before any statement runs: read in a
+    snapshot, then and from then on."""
+    from pgobserve import feed_connection
+    from pgobserve.generics import in_feed_snapshot
+
+    class Locking:
+        def read(self) -> list[int]:
+            return list(Project.objects.select_for_update().values_list("pk", flat=True))
+
+    project = await sync_to_async(Project.objects.create)(name="locked", slug="locked")
+    feed_connection.hold()
+    try:
+        assert await in_feed_snapshot(Locking().read)() == [project.pk]
+        assert await in_feed_snapshot(Locking().read)() == [project.pk]
     finally:
         await feed_connection.release()

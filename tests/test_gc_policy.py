@@ -4,6 +4,7 @@ plain data instance subscriptions keep (no serializer behind it)."""
 from __future__ import annotations
 
 import gc
+import sys
 import time
 
 import pytest
@@ -133,8 +134,15 @@ def busy() -> None:
         gc.collect(0)
 
 
-def grown_heap() -> list[Node]:
-    return [Node() for _ in range(int(pgc.stats()["blocks_after_walk"] * 0.3) + pgc.MIN_GROWTH)]
+def grown_heap(times: float = 1.3) -> list[Node]:
+    """Objects kept until the heap has grown by ``times`` the growth that makes a walk due
+    (a quarter since the last walk: more than one, less than two)."""
+    base = pgc.stats()["blocks_after_walk"]
+    threshold = max(pgc.MIN_GROWTH, base * 0.25)
+    kept: list[Node] = []
+    while sys.getallocatedblocks() - base < times * threshold:
+        kept += [Node() for _ in range(1000)]
+    return kept
 
 
 def test_a_due_walk_waits_for_a_quiet_moment(saved_garbage, monkeypatch):
@@ -173,6 +181,25 @@ def test_a_due_walk_waits_max_defer_at_most(saved_garbage, monkeypatch):
         assert pgc.stats()["full_walks"] == walks + 1
         assert ids <= collected()
         assert kept
+    finally:
+        pgc.uninstall()
+
+
+def test_a_due_walk_waits_no_longer_than_twice_the_growth(saved_garbage, monkeypatch):
+    monkeypatch.setattr(pgc, "WINDOW", 3600.0)  # busy all along
+    pgc.install(busy_rate=0.001, max_defer=3600.0)
+    try:
+        ids = frozen_cycle()
+        walks = pgc.stats()["full_walks"]
+        kept = grown_heap()  # due (a quarter more), put off while busy...
+        busy()
+        gc.collect()
+        assert pgc.stats()["full_walks"] == walks
+        kept += grown_heap(2.3)  # ... until the heap grew twice that: walked, busy or not
+        busy()
+        gc.collect()
+        assert pgc.stats()["full_walks"] == walks + 1
+        assert ids <= collected()
     finally:
         pgc.uninstall()
 

@@ -21,15 +21,25 @@ class Unset(AnyoneTaskConsumer):
     query_max_rows = None
 
 
-def seed() -> int:
+def seed(tasks: int = 1) -> int:
     project = Project.objects.create(name="p", slug="query-cap")
-    Task.objects.create(project=project, title="one")
+    for i in range(tasks):
+        Task.objects.create(project=project, title=f"t{i}")
     return project.pk
 
 
-@pytest.mark.parametrize(("consumer", "status"), [(NoQueries, 413), (Unset, 201)])
-async def test_query_max_rows_of_the_class(consumer, status):
-    project = await sync_to_async(seed)()
+@pytest.mark.parametrize(
+    ("consumer", "tasks", "setting", "status"),
+    [
+        (NoQueries, 1, 1000, 413),  # the class's 0 is its cap
+        (NoQueries, 0, 1000, 201),  # an empty snapshot fits under it (and may grow)
+        (Unset, 1, 1000, 201),  # no cap of its own: the setting's
+        (Unset, 1, 0, 413),
+    ],
+)
+async def test_query_max_rows_of_the_class(consumer, tasks, setting, status, settings):
+    settings.PGOBSERVE = {**settings.PGOBSERVE, "MAX_QUERY_ROWS": setting}
+    project = await sync_to_async(seed)(tasks)
     socket = WebsocketCommunicator(consumer.as_asgi(), "/ws/tasks/")
     assert (await socket.connect())[0]
     try:
