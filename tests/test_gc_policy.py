@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -145,9 +147,15 @@ def grown_heap(times: float = 1.3) -> list[Node]:
     return kept
 
 
-def test_a_due_walk_waits_for_a_quiet_moment(saved_garbage, monkeypatch):
-    monkeypatch.setattr(pgc, "WINDOW", 0.05)
-    pgc.install(busy_rate=1.0, max_defer=3600.0)  # busy: any young collection in a window
+@contextmanager
+def a_deferred_walk(
+    monkeypatch: pytest.MonkeyPatch, window: float, **policy: float
+) -> Iterator[tuple[set[int], int, list[Node]]]:
+    """Installed with ``policy`` (young collections counted in windows of ``window``
+    seconds): a frozen cycle, then a walk made due by the heap's growth and put off because
+    the process is busy. Yields the cycle's ids, the walks so far, and what grew the heap."""
+    monkeypatch.setattr(pgc, "WINDOW", window)
+    pgc.install(**policy)
     try:
         ids = frozen_cycle()
         walks, deferred = pgc.stats()["full_walks"], pgc.stats()["deferred"]
@@ -157,51 +165,41 @@ def test_a_due_walk_waits_for_a_quiet_moment(saved_garbage, monkeypatch):
         assert pgc.stats()["full_walks"] == walks
         assert pgc.stats()["deferred"] == deferred + 1
         assert not ids & collected()
+        yield ids, walks, kept
+    finally:
+        pgc.uninstall()
+
+
+def test_a_due_walk_waits_for_a_quiet_moment(saved_garbage, monkeypatch):
+    # Busy: any young collection in a window of 50 ms.
+    with a_deferred_walk(monkeypatch, 0.05, busy_rate=1.0, max_defer=3600.0) as (ids, walks, _):
         time.sleep(3 * pgc.WINDOW)  # two windows with no young collection: quiet
         gc.collect()
         assert pgc.stats()["full_walks"] == walks + 1
         assert ids <= collected()
-        assert kept
-    finally:
-        pgc.uninstall()
 
 
 def test_a_due_walk_waits_max_defer_at_most(saved_garbage, monkeypatch):
-    monkeypatch.setattr(pgc, "WINDOW", 3600.0)  # busy all along
-    pgc.install(busy_rate=0.001, max_defer=0.0)
-    try:
-        ids = frozen_cycle()
-        walks = pgc.stats()["full_walks"]
-        kept = grown_heap()
+    # Busy all along (one window of an hour); put off once, and no longer than max_defer.
+    with a_deferred_walk(monkeypatch, 3600.0, busy_rate=0.001, max_defer=0.0) as (ids, walks, _):
         busy()
-        gc.collect()  # put off once...
-        assert pgc.stats()["full_walks"] == walks
-        busy()
-        gc.collect()  # ... and no longer than max_defer
+        gc.collect()
         assert pgc.stats()["full_walks"] == walks + 1
         assert ids <= collected()
-        assert kept
-    finally:
-        pgc.uninstall()
 
 
 def test_a_due_walk_waits_no_longer_than_twice_the_growth(saved_garbage, monkeypatch):
-    monkeypatch.setattr(pgc, "WINDOW", 3600.0)  # busy all along
-    pgc.install(busy_rate=0.001, max_defer=3600.0)
-    try:
-        ids = frozen_cycle()
-        walks = pgc.stats()["full_walks"]
-        kept = grown_heap()  # due (a quarter more), put off while busy...
+    # Busy all along, max_defer far away: put off until the heap grew twice as much.
+    with a_deferred_walk(monkeypatch, 3600.0, busy_rate=0.001, max_defer=3600.0) as (
+        ids,
+        walks,
+        kept,
+    ):
+        kept += grown_heap(2.3)
         busy()
-        gc.collect()
-        assert pgc.stats()["full_walks"] == walks
-        kept += grown_heap(2.3)  # ... until the heap grew twice that: walked, busy or not
-        busy()
-        gc.collect()
+        gc.collect()  # walked, busy or not
         assert pgc.stats()["full_walks"] == walks + 1
         assert ids <= collected()
-    finally:
-        pgc.uninstall()
 
 
 def test_uninstall_unfreezes():
