@@ -132,8 +132,9 @@ def kept_connection(alias: str, gives_way: bool = False) -> Iterator[None]:
 
 def _give_way(kept: Any) -> None:
     """Set the lock timeout of ``kept``'s session, once per server connection; not for a
-    pooled one (it goes back to others), nor with ``PGOBSERVE["AUTOCOMMIT_READS"]`` off."""
-    if not conf.autocommit_reads() or getattr(kept, "pool", None) is not None:
+    pooled one (it goes back to others). Only for the push connection, which
+    ``kept_connection`` uses only with ``PGOBSERVE["AUTOCOMMIT_READS"]`` on."""
+    if getattr(kept, "pool", None) is not None:
         return  # a pool: Django 5.1+ with OPTIONS={"pool": ...}
     kept.ensure_connection()
     if kept.__dict__.get("_pgobserve_gives_way") is not kept.connection:
@@ -145,7 +146,7 @@ def _give_way(kept: Any) -> None:
 def gives_way(connection: Any) -> bool:
     """Whether ``connection``'s session gives way to writers (``_give_way`` set it up)."""
     raw = connection.__dict__.get("_pgobserve_gives_way")
-    return raw is not None and raw is connection.connection and conf.autocommit_reads()
+    return raw is not None and raw is connection.connection
 
 
 def _check(kept: Any) -> None:

@@ -73,18 +73,16 @@ _policy: dict[str, Any] = {
 _young = {"start": 0.0, "count": 0, "before": 0}
 
 
-def _due(factor: float = 1.0) -> bool:
-    """A full walk is due: ``full_every`` has passed, or the heap grew by ``factor`` times
-    ``full_when_grown`` since the last walk."""
-    grown, every = _policy["full_when_grown"], _policy["full_every"]
-    if factor == 1.0 and every is not None and time.monotonic() - _policy["last_walk"] >= every:
-        return True
-    if grown is not None:
-        # The heap's size in memory blocks (O(pools), ~0.1 ms at 500 MiB; counting the frozen
-        # objects would walk them all): it grows with the frozen garbage, and with new sockets.
-        blocks = sys.getallocatedblocks()
-        return blocks - _policy["base"] > max(MIN_GROWTH, _policy["base"] * grown) * factor
-    return False
+def _growth() -> float:
+    """The heap's growth since the last walk, in units of the growth that makes a walk due
+    (``full_when_grown``; 0 without that rule)."""
+    grown = _policy["full_when_grown"]
+    if grown is None:
+        return 0.0
+    # The heap's size in memory blocks (O(pools), ~0.1 ms at 500 MiB; counting the frozen
+    # objects would walk them all): it grows with the frozen garbage, and with new sockets.
+    base = _policy["base"]
+    return (sys.getallocatedblocks() - base) / max(MIN_GROWTH, base * grown)
 
 
 def _roll(now: float) -> None:
@@ -104,15 +102,15 @@ def _busy(now: float) -> bool:
 
 
 def _walk_now(now: float) -> bool:
-    """A walk is due (``_due``) and the process is quiet, or it has waited ``max_defer``,
-    or the heap has grown twice as much as made it due."""
-    if not _due():
+    """A walk is due (``full_every`` has passed, or the heap grew by ``full_when_grown``)
+    and the process is quiet, or it has waited ``max_defer``, or the heap has grown twice
+    as much as makes it due."""
+    growth, every = _growth(), _policy["full_every"]
+    if growth <= 1 and (every is None or now - _policy["last_walk"] < every):
         _policy["due_since"] = None
         return False
     since = _policy["due_since"]
-    if not _busy(now) or (since is not None and now - since >= _policy["max_defer"]):
-        return True
-    if _due(factor=2.0):
+    if growth > 2 or not _busy(now) or (since is not None and now - since >= _policy["max_defer"]):
         return True
     if since is None:
         _policy["due_since"] = now

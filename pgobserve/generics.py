@@ -140,11 +140,11 @@ def _consistent(read: Callable[..., R]) -> Callable[..., R]:
         try:
             with connection.execute_wrapper(statements):
                 result = read(*args, **kwargs)
-        except TransactionManagementError:  # it needs a transaction (select_for_update)
-            _multi_statement.add(key)
-            return snapshotted(*args, **kwargs)
-        if statements.count <= 1:
-            return result
+        except TransactionManagementError:
+            pass  # it needs a transaction (select_for_update)
+        else:
+            if statements.count <= 1:
+                return result
         _multi_statement.add(key)
         return snapshotted(*args, **kwargs)
 
