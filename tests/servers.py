@@ -148,3 +148,76 @@ class ThrowawayRedis:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _owner(path: str) -> str:
+    import pwd
+
+    return pwd.getpwuid(os.stat(path).st_uid).pw_name
+
+
+class ThrowawayPgBouncer:
+    """PgBouncer on a free port in front of ``host:port``, in transaction pooling with one
+    server connection per database and user: every client's transaction runs on the same
+    server session, so a session setting one client leaves behind reaches the others."""
+
+    def __init__(self, host: str, port: int | str, user: str = "postgres") -> None:
+        self.binary = shutil.which("pgbouncer") or next(
+            (path for path in ("/usr/sbin/pgbouncer",) if os.path.exists(path)), None
+        )
+        if self.binary is None:
+            raise FileNotFoundError("pgbouncer is not installed")
+        self.port, self.user = free_port(), user
+        self.folder = tempfile.mkdtemp(prefix="pgobserve-pgbouncer-")
+        os.chmod(self.folder, 0o777)  # PgBouncer may run as another user (below)
+        users = os.path.join(self.folder, "users.txt")
+        Path(users).write_text(f'"{user}" ""\n')
+        self.log = os.path.join(self.folder, "pgbouncer.log")
+        ini = os.path.join(self.folder, "pgbouncer.ini")
+        Path(ini).write_text(
+            "[databases]\n"
+            f"* = host={host} port={port}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {users}\nlogfile = {self.log}\n"
+            "pool_mode = transaction\ndefault_pool_size = 1\nmax_client_conn = 200\n"
+            "ignore_startup_parameters = extra_float_digits,options\n"
+            "query_wait_timeout = 20\n"  # a client waiting for a server fails, not hangs
+        )
+        for path in (users, ini):
+            os.chmod(path, 0o644)
+        # As root, PgBouncer (which refuses root) runs as the owner of a socket folder, so
+        # it can reach the server's socket there (the embedded server's), else as nobody.
+        runs_as = ["-u", _owner(host) if os.path.isdir(host) else "nobody"]
+        runs_as = runs_as if os.geteuid() == 0 else []
+        self.proc = subprocess.Popen(
+            [self.binary, *runs_as, ini], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 10
+        while not self._answers():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise AssertionError(f"pgbouncer on port {self.port} did not start")
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def connect(self, dbname: str) -> psycopg.Connection:
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, dbname=dbname, autocommit=True
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -98,13 +98,14 @@ class Process:
 
 
 def start_servers(
-    env: dict[str, str], started: list[Process], listener: bool
+    env: dict[str, str], started: list[Process], listener: bool, *listen_args: str
 ) -> tuple[Process | None, Process, int]:
-    """``pgobserve listen`` (if ``listener``), then daphne on a free port, each appended to
-    ``started`` as soon as it runs (the caller stops them); (listener, daphne, port)."""
+    """``pgobserve listen [listen_args]`` (if ``listener``), then daphne on a free port, each
+    appended to ``started`` as soon as it runs (the caller stops them); (listener, daphne,
+    port)."""
     found = None
     if listener:
-        found = Process("listener", ["-m", "django", "pgobserve", "listen"], env)
+        found = Process("listener", ["-m", "django", "pgobserve", "listen", *listen_args], env)
         started.append(found)
         found.wait_for("LISTENs on channel")
     port = free_port()

@@ -10,7 +10,7 @@ import json
 import os
 
 from tests.settings import *  # noqa: F403
-from tests.settings import PGOBSERVE
+from tests.settings import DATABASES, PGOBSERVE
 
 ASGI_APPLICATION = "tests.e2e.asgi.application"
 
@@ -21,3 +21,16 @@ PGOBSERVE = {
     # Settings a fault test runs with (tests/e2e/test_faults.py), as JSON.
     **json.loads(os.environ.get("PGOBSERVE_TEST_SETTINGS", "{}")),
 }
+
+# Behind PgBouncer in transaction pooling (tests/e2e/test_pgbouncer.py): "default" (Django's
+# requests and pushes' re-reads) through the pooler at PGOBSERVE_TEST_POOLER (host:port),
+# "direct" to the server for the listener, which needs a session (LISTEN, its lock).
+if os.environ.get("PGOBSERVE_TEST_POOLER"):
+    _host, _port = os.environ["PGOBSERVE_TEST_POOLER"].rsplit(":", 1)
+    DATABASES["direct"] = dict(DATABASES["default"])
+    DATABASES["default"] = {
+        **DATABASES["default"],
+        "HOST": _host,
+        "PORT": _port,
+        "DISABLE_SERVER_SIDE_CURSORS": True,
+    }
