@@ -145,8 +145,7 @@ def observe_related() -> bool:
 
 def autocommit_reads() -> bool:
     """Push re-reads of one statement run in autocommit, on a connection whose session lock
-    timeout lets them give way to writers (``feed_connection.py``). False behind a pooler
-    that passes server connections between clients per transaction (PgBouncer's transaction
-    mode), which would carry that session setting to other clients: reads then keep their
-    transaction."""
+    timeout lets them give way to writers (``feed_connection.py``); not through a pooler,
+    which ``feed_connection`` sees at connect. False: every read keeps its transaction (for
+    reads through raw cursors or VOLATILE functions, which statement counting misses)."""
     return bool(_get("AUTOCOMMIT_READS", True))

@@ -24,14 +24,16 @@ Pushes' re-reads have a kept connection of their own (``gives_way=True``) whose 
 lock timeout shorter than the server's ``deadlock_timeout``: a read of one statement can then
 run in autocommit (``generics.in_feed_snapshot``) and still give way to a writer that locks
 several tables, rather than deadlock it. A pooled connection is shared with others when it
-goes back: it is left as the pool gave it (its reads stay in a transaction), and so is any
-connection with ``PGOBSERVE["AUTOCOMMIT_READS"] = False`` (behind PgBouncer's transaction
-pooling, where a session setting would reach other clients).
+goes back: it is left as the pool gave it (its reads stay in a transaction), and so is a
+connection through a pooler (PgBouncer: its server sessions pass between clients, whom a
+session setting would reach), seen at connect (``GIVE_WAY_SQL``), and any connection with
+``PGOBSERVE["AUTOCOMMIT_READS"] = False``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +47,8 @@ from . import conf
 
 __all__: list[str] = []  # internal: no public API
 
+logger = logging.getLogger("pgobserve.consumers")
+
 R = TypeVar("R")
 
 #: Held for each read and each close: one read at a time on the kept connection, from
@@ -53,10 +57,14 @@ R = TypeVar("R")
 _lock = threading.RLock()
 #: (alias, gives_way) → the connection kept for it (at most two per alias per process).
 _kept: dict[tuple[str, bool], Any] = {}
-#: A session lock timeout shorter than the server's deadlock_timeout (see ``gives_way``).
+#: A session lock timeout shorter than the server's deadlock_timeout (see ``gives_way``),
+#: set only if the session is the connection's own: its backend pid is the one the server
+#: gave at connect. A pooler (PgBouncer, and others) gives its clients a made-up one, and
+#: its server sessions go to other clients, whom a session setting would reach.
 GIVE_WAY_SQL = (
-    "SELECT set_config('lock_timeout', greatest(1, extract(epoch FROM "
-    "current_setting('deadlock_timeout')::interval) * 500)::int::text, false)"
+    "SELECT CASE WHEN pg_backend_pid() = %s THEN set_config('lock_timeout', "
+    "greatest(1, extract(epoch FROM current_setting('deadlock_timeout')::interval) * 500)"
+    "::int::text, false) END"
 )
 #: Consumers and listener feeds running in the process (``hold`` / ``release``), counted
 #: under a lock of their own: the event loop must not wait for a read to end.
@@ -132,15 +140,36 @@ def kept_connection(alias: str, gives_way: bool = False) -> Iterator[None]:
 
 def _give_way(kept: Any) -> None:
     """Set the lock timeout of ``kept``'s session, once per server connection; not for a
-    pooled one (it goes back to others). Only for the push connection, which
+    pooled one (it goes back to others), nor through a pooler (``GIVE_WAY_SQL``): its
+    reads then stay in transactions. Only for the push connection, which
     ``kept_connection`` uses only with ``PGOBSERVE["AUTOCOMMIT_READS"]`` on."""
     if getattr(kept, "pool", None) is not None:
         return  # a pool: Django 5.1+ with OPTIONS={"pool": ...}
     kept.ensure_connection()
-    if kept.__dict__.get("_pgobserve_gives_way") is not kept.connection:
-        with kept.cursor() as cursor:
-            cursor.execute(GIVE_WAY_SQL)
-        kept.__dict__["_pgobserve_gives_way"] = kept.connection
+    raw = kept.connection
+    if kept.__dict__.get("_pgobserve_session_seen") is raw:
+        return
+    kept.__dict__["_pgobserve_session_seen"] = raw
+    pid = getattr(getattr(raw, "info", None), "backend_pid", None)
+    with kept.cursor() as cursor:
+        cursor.execute(GIVE_WAY_SQL, [pid])
+        (set_to,) = cursor.fetchone()
+    if set_to is not None:
+        kept.__dict__["_pgobserve_gives_way"] = raw
+    else:
+        _pooler_seen(kept.alias)
+
+
+@functools.cache
+def _pooler_seen(alias: str) -> None:
+    """Say once per process that pushes through ``alias`` keep their transactions."""
+    logger.info(
+        "pgobserve: database %r answers through a pooler (its backend pid is not the one "
+        "given at connect): push re-reads keep their transactions (as with "
+        "PGOBSERVE['AUTOCOMMIT_READS'] = False), so no session setting reaches its other "
+        "clients",
+        alias,
+    )
 
 
 def gives_way(connection: Any) -> bool:

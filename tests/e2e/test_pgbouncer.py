@@ -4,9 +4,11 @@ daphne's ``default`` alias (its requests and its pushes' re-reads) goes through 
 PgBouncer (``tests/servers.py``) in transaction pooling with ONE server connection: every
 client's transaction runs on the same server session. The listener runs on a ``direct``
 alias (``pgobserve listen --database direct``), as it must. With
-``PGOBSERVE["AUTOCOMMIT_READS"] = False``: pushes, requests and query subscriptions work, past
-psycopg's prepared-statement threshold (PgBouncer 1.18 keeps no prepared statements), and
-pgobserve leaves no session setting on the shared server session for other clients.
+``PGOBSERVE["AUTOCOMMIT_READS"] = False``, and with the defaults: pushes, requests and query
+subscriptions work, past psycopg's prepared-statement threshold (PgBouncer 1.18 keeps no
+prepared statements), and pgobserve leaves no session setting on the shared server session
+for other clients (with the defaults, because it sees the pooler: the backend pid differs
+from the one given at connect).
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ def bouncer() -> Iterator[ThrowawayPgBouncer]:
         server.close()
 
 
-@pytest.fixture(scope="module")
-def pooled(bouncer, django_db_setup, test_dbname) -> Iterator[Live]:
-    """daphne through ``bouncer``, a listener process on the direct alias, Redis between."""
+@pytest.fixture(scope="module", params=["autocommit-reads-off", "defaults"])
+def pooled(request, bouncer, django_db_setup, test_dbname) -> Iterator[Live]:
+    """daphne through ``bouncer``, a listener process on the direct alias, Redis between:
+    with ``AUTOCOMMIT_READS = False`` as the docs advise, and with the defaults (pgobserve
+    sees the pooler and keeps its reads in transactions)."""
     redis_url = find_redis()
     if not redis_url:
         pytest.skip("no Redis: set REDIS_URL (CI does) or run redis-server on 127.0.0.1:6379")
@@ -65,7 +69,9 @@ def pooled(bouncer, django_db_setup, test_dbname) -> Iterator[Live]:
         "PGOBSERVE_TEST_DBNAME": test_dbname,
         "PGOBSERVE_TEST_LOCK_KEY": str(random.randrange(1, 2**31)),
         "PGOBSERVE_TEST_POOLER": f"127.0.0.1:{bouncer.port}",
-        "PGOBSERVE_TEST_SETTINGS": json.dumps({"AUTOCOMMIT_READS": False}),
+        "PGOBSERVE_TEST_SETTINGS": json.dumps(
+            {"AUTOCOMMIT_READS": False} if request.param == "autocommit-reads-off" else {}
+        ),
         "PGOBSERVE_TEST_LAYER": "redis",
         "PGOBSERVE_TEST_IN_PROCESS": "0",
         "PGOBSERVE_TEST_REDIS_PREFIX": f"pgobserve-pooled-{uuid.uuid4().hex[:8]}",
@@ -76,7 +82,7 @@ def pooled(bouncer, django_db_setup, test_dbname) -> Iterator[Live]:
     started: list[Process] = []
     try:
         listener, daphne, port = start_servers(env, started, True, "--database", "direct")
-        yield Live("pooled", port, daphne, listener)
+        yield Live(request.param, port, daphne, listener)
     finally:
         for process in reversed(started):
             process.stop()
@@ -135,3 +141,5 @@ async def test_no_session_setting_reaches_the_pooler_s_other_clients(pooled, bou
         fresh = session_settings(direct)
     with bouncer.connect(database["NAME"]) as through:
         assert session_settings(through) == fresh
+    if pooled.mode == "defaults":
+        assert "answers through a pooler" in pooled.daphne.output
