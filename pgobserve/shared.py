@@ -14,9 +14,7 @@ Sockets watching *different* rows changed by one batch (one UPDATE of 10,000 row
 socket on its own row) gather: the rows asked for within a few event-loop turns are read
 together, once, and each socket takes its own (``read_rows_gathered``). Every row of such a
 read was asked for before the read began, after the change that woke its socket, so none is
-read before its change. A socket that asks late (it settled other groups first), for rows
-that read already wanted, takes that read too: it began after this batch arrived, so it
-is as fresh as a read of its own would be.
+read before its change.
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ GATHER_TURNS = 8
 
 _reads: dict[Hashable, asyncio.Future] = {}
 _gathering: dict[Hashable, _Gathering] = {}
-_gathered: dict[Hashable, _Gathering] = {}  # reads begun, kept KEEP_SECONDS for late askers
 
 
 async def read_once(key: Hashable, read: Callable[[], Awaitable[Any]]) -> Any:
@@ -94,21 +91,7 @@ class _Gathering:
             await asyncio.sleep(0)
         if _gathering.get(self.key) is self:
             del _gathering[self.key]  # from now on, a new gathering
-        _gathered[self.key] = self
-        asyncio.get_running_loop().call_later(KEEP_SECONDS, self._forget)
         return await read(list(self.wanted.values()))
-
-    def _forget(self) -> None:
-        if _gathered.get(self.key) is self:
-            del _gathered[self.key]
-
-    def serves(self, pks: dict[str, Any], loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether this begun read answers a late asker for ``pks``: same loop, every row
-        already wanted, and not failed (a failure is not shared with later askers)."""
-        task = self.task
-        if task.get_loop() is not loop or not pks.keys() <= self.wanted.keys():
-            return False
-        return not task.done() or (not task.cancelled() and task.exception() is None)
 
 
 async def read_rows_gathered(
@@ -117,19 +100,11 @@ async def read_rows_gathered(
     read: Callable[[list[Any]], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
     """``read(pks)`` (pk_key → data of the rows found), run once for all the rows asked for
-    under ``key`` within ``GATHER_TURNS`` loop turns, or by a read of ``key`` already begun
-    that wanted all of ``pks``; returns those of ``pks``."""
+    under ``key`` within ``GATHER_TURNS`` loop turns; returns those of ``pks``."""
     loop = asyncio.get_running_loop()
     gathering = _gathering.get(key)
     if gathering is None or gathering.task.get_loop() is not loop:
-        begun = _gathered.get(key)
-        if begun is not None and begun.serves(pks, loop):
-            return _own(pks, await _result_of(begun.task))
         gathering = _gathering[key] = _Gathering(key, read)
     gathering.wanted.update(pks)
-    return _own(pks, await _result_of(gathering.task))
-
-
-def _own(pks: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
-    """The rows of ``found`` that ``pks`` asked for."""
+    found = await _result_of(gathering.task)
     return {pk_key: found[pk_key] for pk_key in pks if pk_key in found}

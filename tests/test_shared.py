@@ -57,24 +57,6 @@ async def test_a_row_asked_for_after_the_read_began_gets_a_read_of_its_own():
     assert read.calls == [[1], [2]]
 
 
-async def test_a_late_socket_takes_the_begun_read_that_wanted_its_rows():
-    """A socket that settled other groups first asks after the read began (or ended): that
-    read began after its batch arrived, so it is taken, not read again."""
-    read = Reads()
-    read.release.clear()
-    first = asyncio.ensure_future(ask(read, [1, 2]))
-    while not read.calls:
-        await asyncio.sleep(0)
-    while_running = asyncio.ensure_future(ask(read, [2]))
-    read.release.set()
-    assert await asyncio.wait_for(first, 5) == {"1": {"id": 1}, "2": {"id": 2}}
-    assert await asyncio.wait_for(while_running, 5) == {"2": {"id": 2}}
-    assert await asyncio.wait_for(ask(read, [1]), 5) == {"1": {"id": 1}}  # after it ended
-    assert read.calls == [[1, 2]]
-    assert await asyncio.wait_for(ask(read, [1], key="next batch"), 5) == {"1": {"id": 1}}
-    assert read.calls == [[1, 2], [1]]
-
-
 async def test_other_keys_do_not_gather():
     read = Reads()
     await asyncio.gather(ask(read, [1], key="a"), ask(read, [2], key="b"))
@@ -92,9 +74,3 @@ async def test_a_failed_read_fails_every_socket_that_gathered():
     assert all(isinstance(result, ConnectionError) for result in results)
     with pytest.raises(ConnectionError):  # and the next batch reads again
         await shared.read_rows_gathered("f", {"9": 9}, failing)
-
-    async def working(pks: list[Any]) -> dict[str, Any]:
-        return {str(pk): pk for pk in pks}
-
-    # A late socket of the failed batch reads again rather than take the failure.
-    assert await shared.read_rows_gathered("f", {"0": 0}, working) == {"0": 0}
