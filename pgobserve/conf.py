@@ -146,6 +146,7 @@ def observe_related() -> bool:
 def autocommit_reads() -> bool:
     """Push re-reads of one statement run in autocommit, on a connection whose session lock
     timeout lets them give way to writers (``feed_connection.py``); not through a pooler,
-    which ``feed_connection`` sees at connect. False: every read keeps its transaction (for
-    reads through raw cursors or VOLATILE functions, which statement counting misses)."""
+    which ``feed_connection`` sees on each new connection. False: every read keeps its
+    transaction (for reads through raw cursors or VOLATILE functions, which statement
+    counting misses)."""
     return bool(_get("AUTOCOMMIT_READS", True))

@@ -25,8 +25,7 @@ lock timeout shorter than the server's ``deadlock_timeout``: a read of one state
 run in autocommit (``generics.in_feed_snapshot``) and still give way to a writer that locks
 several tables, rather than deadlock it. A pooled connection is shared with others when it
 goes back: it is left as the pool gave it (its reads stay in a transaction), and so is a
-connection through a pooler (PgBouncer: its server sessions pass between clients, whom a
-session setting would reach), seen at connect (``GIVE_WAY_SQL``), and any connection with
+connection through a pooler (``GIVE_WAY_SQL``), and any connection with
 ``PGOBSERVE["AUTOCOMMIT_READS"] = False``.
 """
 
@@ -59,8 +58,8 @@ _lock = threading.RLock()
 _kept: dict[tuple[str, bool], Any] = {}
 #: A session lock timeout shorter than the server's deadlock_timeout (see ``gives_way``),
 #: set only if the session is the connection's own: its backend pid is the one the server
-#: gave at connect. A pooler (PgBouncer, and others) gives its clients a made-up one, and
-#: its server sessions go to other clients, whom a session setting would reach.
+#: gave at connect. A pooler (PgBouncer) gives its clients a made-up one, and its server
+#: sessions go to other clients, whom a session setting would reach.
 GIVE_WAY_SQL = (
     "SELECT CASE WHEN pg_backend_pid() = %s THEN set_config('lock_timeout', "
     "greatest(1, extract(epoch FROM current_setting('deadlock_timeout')::interval) * 500)"
@@ -139,21 +138,21 @@ def kept_connection(alias: str, gives_way: bool = False) -> Iterator[None]:
 
 
 def _give_way(kept: Any) -> None:
-    """Set the lock timeout of ``kept``'s session, once per server connection; not for a
-    pooled one (it goes back to others), nor through a pooler (``GIVE_WAY_SQL``): its
-    reads then stay in transactions. Only for the push connection, which
-    ``kept_connection`` uses only with ``PGOBSERVE["AUTOCOMMIT_READS"]`` on."""
+    """Set the lock timeout of ``kept``'s session, once per server connection (on its first
+    read); not for a pooled one (it goes back to others), nor through a pooler
+    (``GIVE_WAY_SQL``): its reads then stay in transactions. Only for the push connection,
+    which ``kept_connection`` uses only with ``PGOBSERVE["AUTOCOMMIT_READS"]`` on."""
     if getattr(kept, "pool", None) is not None:
         return  # a pool: Django 5.1+ with OPTIONS={"pool": ...}
     kept.ensure_connection()
     raw = kept.connection
     if kept.__dict__.get("_pgobserve_session_seen") is raw:
         return
-    kept.__dict__["_pgobserve_session_seen"] = raw
     pid = getattr(getattr(raw, "info", None), "backend_pid", None)
     with kept.cursor() as cursor:
         cursor.execute(GIVE_WAY_SQL, [pid])
         (set_to,) = cursor.fetchone()
+    kept.__dict__["_pgobserve_session_seen"] = raw
     if set_to is not None:
         kept.__dict__["_pgobserve_gives_way"] = raw
     else:

@@ -161,7 +161,9 @@ class ThrowawayPgBouncer:
     server connection per database and user: every client's transaction runs on the same
     server session, so a session setting one client leaves behind reaches the others."""
 
-    def __init__(self, host: str, port: int | str, user: str = "postgres") -> None:
+    def __init__(
+        self, host: str, port: int | str, user: str = "postgres", password: str = ""
+    ) -> None:
         self.binary = shutil.which("pgbouncer") or next(
             (path for path in ("/usr/sbin/pgbouncer",) if os.path.exists(path)), None
         )
@@ -176,7 +178,7 @@ class ThrowawayPgBouncer:
         ini = os.path.join(self.folder, "pgbouncer.ini")
         Path(ini).write_text(
             "[databases]\n"
-            f"* = host={host} port={port}\n"
+            f"* = host={host} port={port}{f' password={password}' if password else ''}\n"
             "[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {users}\nlogfile = {self.log}\n"

@@ -69,14 +69,25 @@ class SharedTaskConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
     serializer_class = TaskSerializer
     share_reads = True
     reads: list[int] = []  # class-wide on purpose: the pks of every read, all sockets
+    #: Every push's ask, all sockets: (socket, pks, batch ids or None), to explain a count.
+    asks: list[tuple[str, list[str], list[str] | None]] = []
 
     def read_rows(self, pks, action="update"):
         SharedTaskConsumer.reads.append(len(pks))
         return super().read_rows(pks, action)
 
+    async def read_rows_batch(self, pks, batches):
+        ids = None if batches is None else sorted(map(str, batches))
+        SharedTaskConsumer.asks.append((self.channel_name[-8:], sorted(map(str, pks)), ids))
+        return await super().read_rows_batch(pks, batches)
+
     @action()
     async def shared_reads(self, **kwargs):
         return len(SharedTaskConsumer.reads), 200
+
+    @action()
+    async def shared_asks(self, **kwargs):
+        return SharedTaskConsumer.asks[-20:], 200
 
 
 class QueryTaskConsumer(ObserverQueryMixin, GenericAsyncAPIConsumer):

@@ -45,7 +45,10 @@ def bouncer() -> Iterator[ThrowawayPgBouncer]:
     database = settings.DATABASES["default"]
     try:
         server = ThrowawayPgBouncer(
-            database["HOST"] or "127.0.0.1", database["PORT"] or 5432, database["USER"]
+            database["HOST"] or "127.0.0.1",
+            database["PORT"] or 5432,
+            database["USER"],
+            database["PASSWORD"],
         )
     except FileNotFoundError:
         pytest.skip("pgbouncer is not installed (.ci/run installs Debian's)")
