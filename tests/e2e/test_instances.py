@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -234,25 +235,31 @@ async def test_one_read_per_batch_whatever_the_request_ids(live, db):
 
 
 async def test_shared_reads_one_read_for_all_sockets_and_never_stale(live, db):
+    """Sockets of a ``share_reads`` class read a change once between them. The sockets
+    that ask within a few loop turns share the read; one that asks after it began reads
+    for itself (never data read before it asked), so a loaded machine may add a read: the
+    count is bounded well below one read per socket, not exact."""
     (task,) = await db(make_tasks, 1)
     await listener_caught_up(live, db)  # the insert's message must not count as a read
-    async with (
-        connect(live, "/ws/shared-tasks/") as a,
-        connect(live, "/ws/shared-tasks/") as b,
-        connect(live, "/ws/shared-tasks/") as c,
-    ):
-        for ws in (a, b, c):
+    sockets, changes = 6, ("first", "second")
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(connect(live, "/ws/shared-tasks/"))
+            for _ in range(sockets)
+        ]
+        for ws in clients:
             await subscribe(ws, task.pk, "x")
-        before = (await a.ask({"action": "shared_reads", "request_id": "r"}))["data"]
-        for title in ("first", "second"):
+        ask = clients[0].ask
+        before = (await ask({"action": "shared_reads", "request_id": "r"}))["data"]
+        for title in changes:
             await db(Task.objects.filter(pk=task.pk).update, title=title)
             expected = envelope("update", await db(task_json, task.pk), 200, "x")
-            for ws in (a, b, c):  # each socket gets this change, none an older one
+            for ws in clients:  # each socket gets this change, none an older one
                 assert await ws.recv() == expected
-        after = (await a.ask({"action": "shared_reads", "request_id": "r"}))["data"]
-        # One read per change for the three sockets, not three (the asks explain a miss).
-        asks = (await a.ask({"action": "shared_asks", "request_id": "r"}))["data"]
-        assert after - before == 2, asks
+        reads = (await ask({"action": "shared_reads", "request_id": "r"}))["data"] - before
+        asks = (await ask({"action": "shared_asks", "request_id": "r"}))["data"]
+        # Unshared, it would be one read per socket and change (12); the asks explain.
+        assert len(changes) <= reads <= len(changes) * sockets // 2, asks
 
 
 def tasks_in_many_shards(count: int) -> list[Task]:
