@@ -94,6 +94,7 @@ class QueryHost(Pushes, HasPermissions, Protocol):
         batches: frozenset[str | None] | None,
         key: tuple[Any, ...],
         read: Callable[[], Awaitable[Any]],
+        not_before: float = 0.0,
     ) -> Any: ...
 
     def read_query(self, condition: Q, limit: int | None = None) -> list[tuple[str, Any, Any]]: ...

@@ -8,7 +8,10 @@ serializer); its consumers then run each distinct read of a batch once per proce
 
 A read is keyed by the listener's batch ids, so it is only reused for the very changes
 it was made for: a later change carries a new batch id and is read afresh. Reads
-without a batch id (resync, TRUNCATE of unknown rows) are never shared.
+without a batch id (resync, TRUNCATE of unknown rows) are never shared. Nor is a read that
+began before the asking socket's own latest read of the same rows ended (``not_before``):
+a socket that subscribed (and read) while a change was on its way must not then be sent
+an older state another socket read for that change.
 
 Sockets watching *different* rows changed by one batch (one UPDATE of 10,000 rows, each
 socket on its own row) gather: the rows asked for within a few event-loop turns are read
@@ -33,19 +36,27 @@ KEEP_SECONDS = 5.0
 #: woken by one batch ask within a few turns of each other.
 GATHER_TURNS = 8
 
-_reads: dict[Hashable, asyncio.Future] = {}
+#: key → (the read, the loop time it began).
+_reads: dict[Hashable, tuple[asyncio.Future, float]] = {}
 _gathering: dict[Hashable, _Gathering] = {}
 
 
-async def read_once(key: Hashable, read: Callable[[], Awaitable[Any]]) -> Any:
-    """The result of ``read()``, run once per ``key`` for every consumer that asks."""
+async def read_once(
+    key: Hashable, read: Callable[[], Awaitable[Any]], not_before: float = 0.0
+) -> Any:
+    """The result of ``read()``, run once per ``key`` for every consumer that asks; a read
+    that began before ``not_before`` (loop time) is not taken, but replaced by a new one,
+    which serves later askers too."""
     loop = asyncio.get_running_loop()
-    task = _reads.get(key)
-    if task is None or task.get_loop() is not loop:
+    found = _reads.get(key)
+    task: asyncio.Future
+    if found is None or found[0].get_loop() is not loop or found[1] < not_before:
         # A task of its own: a socket that closes mid-read must not cancel the others'.
         task = asyncio.ensure_future(read())
-        _reads[key] = task
+        _reads[key] = (task, loop.time())
         loop.call_later(KEEP_SECONDS, _forget, key, task)
+    else:
+        task = found[0]
     return await _result_of(task)
 
 
@@ -72,7 +83,7 @@ def _settle(waiter: asyncio.Future, task: asyncio.Future) -> None:
 
 
 def _forget(key: Hashable, future: asyncio.Future) -> None:
-    if _reads.get(key) is future:
+    if _reads.get(key, (None,))[0] is future:
         del _reads[key]
     if future.done() and not future.cancelled():
         future.exception()  # mark a failure as retrieved; the waiters have logged it

@@ -74,3 +74,23 @@ async def test_a_failed_read_fails_every_socket_that_gathered():
     assert all(isinstance(result, ConnectionError) for result in results)
     with pytest.raises(ConnectionError):  # and the next batch reads again
         await shared.read_rows_gathered("f", {"9": 9}, failing)
+
+
+async def test_a_read_begun_before_the_socket_s_own_latest_read_is_not_taken():
+    """A socket that subscribed (read the rows itself) while a change was on its way must
+    not be sent what another socket read for that change before: it reads again."""
+    results = iter(["older", "newer"])
+    calls: list[str] = []
+
+    async def read() -> str:
+        calls.append(value := next(results))
+        return value
+
+    loop = asyncio.get_running_loop()
+    assert await shared.read_once("q", read) == "older"  # another socket, for the batch
+    await asyncio.sleep(0.002)  # (a clock step later)
+    own_read_ended = loop.time()  # then this socket's subscribe read its snapshot
+    assert await shared.read_once("q", read, not_before=own_read_ended) == "newer"
+    assert await shared.read_once("q", read) == "newer"  # the newer read serves later askers
+    assert await shared.read_once("q", read, not_before=own_read_ended) == "newer"
+    assert calls == ["older", "newer"]
