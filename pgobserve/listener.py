@@ -246,6 +246,7 @@ class Listener:
             params.setdefault(key, value)
         conn = await psycopg.AsyncConnection.connect(autocommit=True, **params)
         async with conn:
+            await self._warn_if_pooled(conn)
             await self._lead(conn)
             await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.channel)))
             logger.info(
@@ -256,6 +257,23 @@ class Listener:
             )
             self.listening.set()
             await self._pump(conn)
+
+    async def _warn_if_pooled(self, conn: psycopg.AsyncConnection) -> None:
+        """Say so when the connection goes through a pooler: the server's backend pid is
+        not the one given at connect (PgBouncer makes one up). LISTEN and the leader lock
+        live with a server session, which transaction pooling hands to other clients: no
+        change would arrive, silently. Session pooling keeps it, so this warns, once per
+        (re)connect, rather than refuse."""
+        cur = await conn.execute("SELECT pg_backend_pid()")
+        row = await cur.fetchone()
+        if row is not None and row[0] != conn.info.backend_pid:
+            logger.warning(
+                "pgobserve listener connects through a pooler (database %r): LISTEN and "
+                "the leader lock need a server session of their own, which transaction "
+                "pooling does not keep (no change would arrive). Point `pgobserve listen "
+                "--database ALIAS` at a direct connection, or use session pooling",
+                conn.info.dbname,
+            )
 
     async def _lead(self, conn: psycopg.AsyncConnection) -> None:
         """Hold the advisory lock that makes this listener the one that sends."""
