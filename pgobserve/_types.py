@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from django.db.models import Q
 
+    from .shared import Watermark
     from .watches import WatchRegistry
 
 __all__: list[str] = []  # types for pgobserve's own annotations; no public API
@@ -94,7 +95,7 @@ class QueryHost(Pushes, HasPermissions, Protocol):
         batches: frozenset[str | None] | None,
         key: tuple[Any, ...],
         read: Callable[[], Awaitable[Any]],
-        not_before: float = 0.0,
+        watermark: Watermark | None = None,
     ) -> Any: ...
 
     def read_query(self, condition: Q, limit: int | None = None) -> list[tuple[str, Any, Any]]: ...

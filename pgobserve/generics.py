@@ -314,18 +314,21 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         batches: frozenset | None,
         key: tuple,
         read: Callable[[], Awaitable[Any]],
-        not_before: float = 0.0,
+        watermark: shared.Watermark | None = None,
     ) -> Any:
         """``read()`` for a batch of changes, run once per process for all sockets of this
         class that got the same batch, when that is safe: the class sets ``share_reads``,
         the batch ids are known (never for a resync), and no push permission can refuse
         (a shared read may predate this socket's permission check; see ``instances.py``).
-        ``key`` names the read within the batch (which rows, which query); ``not_before``:
-        when this socket's own latest read of them ended (an older shared read is not
-        taken, ``shared.read_once``)."""
+        ``key`` names the read within the batch (which rows, which query); ``watermark``:
+        how fresh what this socket holds is, raised by the read (a shared read older than
+        it is not taken, ``shared.read_once``)."""
         if not self._shares_reads(batches):
-            return await read()
-        return await shared.read_once((type(self), batches, *key), read, not_before)
+            result = await read()
+            if watermark is not None:
+                watermark.reached(shared.stamp())
+            return result
+        return await shared.read_once((type(self), batches, *key), read, watermark)
 
     def _shares_reads(self, batches: frozenset | None) -> bool:
         """Whether reads for ``batches`` may be shared (see ``read_for_batch``)."""

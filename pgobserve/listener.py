@@ -271,7 +271,8 @@ class Listener:
                 "pgobserve listener connects through a pooler (database %r): LISTEN and "
                 "the leader lock need a server session of their own, which transaction "
                 "pooling does not keep (no change would arrive). Point `pgobserve listen "
-                "--database ALIAS` at a direct connection, or use session pooling",
+                "--database ALIAS` (the in-process listener: PGOBSERVE['DATABASE']) at a "
+                "direct connection, or use session pooling",
                 conn.info.dbname,
             )
 

@@ -19,7 +19,6 @@ Data equal to what a subscription holds is not pushed again.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from .filters import build_q
 from .generics import in_feed_snapshot, in_snapshot
 from .instances import request_key
 from .permissions import may_refuse
+from .shared import Watermark, stamp
 from .watches import Watch
 
 if TYPE_CHECKING:
@@ -75,9 +75,9 @@ class QuerySubscriptions(Watch):
         self.consumer = consumer
         self.table = table
         self.subs: dict[str, QuerySubscription] = {}
-        #: Loop time the latest subscribe's snapshot ended: a shared read begun before it
-        #: may be older than what that subscribe sent, and is not taken (``shared.py``).
-        self.fresh_from = 0.0
+        #: How fresh the rows this socket holds are (its snapshots and push reads): a
+        #: shared read older than them is not taken (``shared.py``).
+        self.fresh = Watermark()
 
     def __repr__(self) -> str:
         return f"<QuerySubscriptions {self.table}: {len(self.subs)}>"
@@ -127,7 +127,7 @@ class QuerySubscriptions(Watch):
         method = "read_query" if kind == "query" else "read_query_matches"
         read = in_feed_snapshot(getattr(self.consumer, method))
         return await self.consumer.read_for_batch(
-            batches, (kind, self.table, key), lambda: read(*args), self.fresh_from
+            batches, (kind, self.table, key), lambda: read(*args), self.fresh
         )
 
     async def _settle(
@@ -253,7 +253,7 @@ class ObserverQueryMixin(_Host):
             await self.follow_joins(subs.table, joined)
             try:
                 rows = await in_snapshot(self.read_query)(condition, limit)
-                subs.fresh_from = asyncio.get_running_loop().time()
+                subs.fresh.reached(stamp())
                 if len(rows) > limit:
                     raise QueryTooLarge(
                         f"The query matches more than {limit} rows; narrow the filters."

@@ -9,9 +9,10 @@ serializer); its consumers then run each distinct read of a batch once per proce
 A read is keyed by the listener's batch ids, so it is only reused for the very changes
 it was made for: a later change carries a new batch id and is read afresh. Reads
 without a batch id (resync, TRUNCATE of unknown rows) are never shared. Nor is a read that
-began before the asking socket's own latest read of the same rows ended (``not_before``):
-a socket that subscribed (and read) while a change was on its way must not then be sent
-an older state another socket read for that change.
+began before the data the asking socket already has was read (its ``Watermark``): a socket
+that subscribed (and read) while a change was on its way, or that took a newer read for an
+earlier batch, must not then be sent an older state another socket read. Reads are ordered
+by stamps from one counter, not by clock: a read made after another ended ran after it.
 
 Sockets watching *different* rows changed by one batch (one UPDATE of 10,000 rows, each
 socket on its own row) gather: the rows asked for within a few event-loop turns are read
@@ -23,6 +24,7 @@ read before its change.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
 from typing import Any
@@ -36,28 +38,66 @@ KEEP_SECONDS = 5.0
 #: woken by one batch ask within a few turns of each other.
 GATHER_TURNS = 8
 
-#: key → (the read, the loop time it began).
-_reads: dict[Hashable, tuple[asyncio.Future, float]] = {}
+_stamps = itertools.count(1)
+
+
+def stamp() -> int:
+    """The next stamp: greater than every stamp given before."""
+    return next(_stamps)
+
+
+class Watermark:
+    """How fresh the data a socket holds from one kind of read is: a stamp taken after the
+    latest read it used had ended. A shared read made before that is older than what the
+    socket has, and is not taken."""
+
+    __slots__ = ("stamp",)
+
+    def __init__(self) -> None:
+        self.stamp = 0
+
+    def reached(self, ended: int) -> None:
+        self.stamp = max(self.stamp, ended)
+
+
+class _Shared:
+    """One shared read: its task, and the stamps of its start and (once done) its end."""
+
+    __slots__ = ("task", "begun", "ended")
+
+    def __init__(self, task: asyncio.Future) -> None:
+        self.task, self.begun, self.ended = task, stamp(), 0
+        # Registered before any waiter's callback, so it has run when a waiter resumes.
+        task.add_done_callback(self._end)
+
+    def _end(self, task: asyncio.Future) -> None:
+        self.ended = stamp()
+
+
+_reads: dict[Hashable, _Shared] = {}
 _gathering: dict[Hashable, _Gathering] = {}
 
 
 async def read_once(
-    key: Hashable, read: Callable[[], Awaitable[Any]], not_before: float = 0.0
+    key: Hashable, read: Callable[[], Awaitable[Any]], watermark: Watermark | None = None
 ) -> Any:
-    """The result of ``read()``, run once per ``key`` for every consumer that asks; a read
-    that began before ``not_before`` (loop time) is not taken, but replaced by a new one,
-    which serves later askers too."""
+    """The result of ``read()``, run once per ``key`` for every consumer that asks. With a
+    ``watermark``: a read made before it is not taken but replaced by a new one (which
+    serves later askers too), and the watermark rises to the end of the read taken."""
     loop = asyncio.get_running_loop()
-    found = _reads.get(key)
-    task: asyncio.Future
-    if found is None or found[0].get_loop() is not loop or found[1] < not_before:
+    shared = _reads.get(key)
+    if (
+        shared is None
+        or shared.task.get_loop() is not loop
+        or (watermark is not None and shared.begun <= watermark.stamp)
+    ):
         # A task of its own: a socket that closes mid-read must not cancel the others'.
-        task = asyncio.ensure_future(read())
-        _reads[key] = (task, loop.time())
-        loop.call_later(KEEP_SECONDS, _forget, key, task)
-    else:
-        task = found[0]
-    return await _result_of(task)
+        shared = _reads[key] = _Shared(asyncio.ensure_future(read()))
+        loop.call_later(KEEP_SECONDS, _forget, key, shared)
+    result = await _result_of(shared.task)
+    if watermark is not None:
+        watermark.reached(shared.ended)
+    return result
 
 
 async def _result_of(task: asyncio.Future) -> Any:
@@ -82,11 +122,11 @@ def _settle(waiter: asyncio.Future, task: asyncio.Future) -> None:
         waiter.set_result(task.result())
 
 
-def _forget(key: Hashable, future: asyncio.Future) -> None:
-    if _reads.get(key, (None,))[0] is future:
+def _forget(key: Hashable, shared: _Shared) -> None:
+    if _reads.get(key) is shared:
         del _reads[key]
-    if future.done() and not future.cancelled():
-        future.exception()  # mark a failure as retrieved; the waiters have logged it
+    if shared.task.done() and not shared.task.cancelled():
+        shared.task.exception()  # mark a failure as retrieved; the waiters have logged it
 
 
 class _Gathering:

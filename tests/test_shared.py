@@ -76,21 +76,44 @@ async def test_a_failed_read_fails_every_socket_that_gathered():
         await shared.read_rows_gathered("f", {"9": 9}, failing)
 
 
-async def test_a_read_begun_before_the_socket_s_own_latest_read_is_not_taken():
-    """A socket that subscribed (read the rows itself) while a change was on its way must
-    not be sent what another socket read for that change before: it reads again."""
-    results = iter(["older", "newer"])
-    calls: list[str] = []
+class Database:
+    """A row whose version each commit raises; a read returns the version it ran at."""
 
-    async def read() -> str:
-        calls.append(value := next(results))
-        return value
+    def __init__(self) -> None:
+        self.version = 1
+        self.reads = 0
 
-    loop = asyncio.get_running_loop()
-    assert await shared.read_once("q", read) == "older"  # another socket, for the batch
-    await asyncio.sleep(0.002)  # (a clock step later)
-    own_read_ended = loop.time()  # then this socket's subscribe read its snapshot
-    assert await shared.read_once("q", read, not_before=own_read_ended) == "newer"
-    assert await shared.read_once("q", read) == "newer"  # the newer read serves later askers
-    assert await shared.read_once("q", read, not_before=own_read_ended) == "newer"
-    assert calls == ["older", "newer"]
+    async def read(self) -> int:
+        self.reads += 1
+        return self.version
+
+
+async def test_a_socket_never_takes_a_read_older_than_what_it_holds():
+    """Another socket read batches 1 and 2 (versions 1, 2). Socket S subscribes (its own
+    snapshot, version 3), then gets batch 1: the read made for it is older, so it reads
+    again. Socket A, slower, then takes S's newer read for batch 1: for batch 2 the
+    read made earlier is older than that, so A reads again too. Nobody goes back."""
+    db = Database()
+    z, s, a = shared.Watermark(), shared.Watermark(), shared.Watermark()
+    assert await shared.read_once("batch 1", db.read, z) == 1
+    db.version = 2
+    assert await shared.read_once("batch 2", db.read, z) == 2
+    db.version = 3
+    s.reached(shared.stamp())  # S's subscribe read version 3
+    assert await shared.read_once("batch 1", db.read, s) == 3
+    seen_by_a = [await shared.read_once(key, db.read, a) for key in ("batch 1", "batch 2")]
+    assert seen_by_a == [3, 3]
+    assert await shared.read_once("batch 2", db.read, s) == 3
+    assert db.reads == 4  # batch 1 twice, batch 2 twice: no more
+
+
+async def test_sockets_in_step_share_every_read():
+    db = Database()
+    sockets = [shared.Watermark() for _ in range(5)]
+    for batch in range(3):
+        db.version = batch
+        values = await asyncio.gather(
+            *(shared.read_once(f"step {batch}", db.read, mark) for mark in sockets)
+        )
+        assert values == [batch] * 5
+    assert db.reads == 3

@@ -120,8 +120,16 @@ def start_servers(
 
 
 class Live:
-    def __init__(self, mode: str, port: int, daphne: Process, listener: Process | None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        port: int,
+        daphne: Process,
+        listener: Process | None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.mode, self.port, self.daphne, self.listener = mode, port, daphne, listener
+        self.env = env or {}  # the processes' environment
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"

@@ -85,9 +85,7 @@ def pooled(request, bouncer, django_db_setup, test_dbname) -> Iterator[Live]:
     started: list[Process] = []
     try:
         listener, daphne, port = start_servers(env, started, True, "--database", "direct")
-        live = Live(request.param, port, daphne, listener)
-        live.env = env
-        yield live
+        yield Live(request.param, port, daphne, listener, env)
     finally:
         for process in reversed(started):
             process.stop()
@@ -153,9 +151,10 @@ async def test_no_session_setting_reaches_the_pooler_s_other_clients(pooled, bou
 async def test_a_listener_through_the_pooler_says_it_would_hear_nothing(pooled):
     """``pgobserve listen`` on the pooled alias: transaction pooling would lose its LISTEN
     (and its leader lock) silently, so it warns; the direct one does not."""
-    assert "through a pooler" not in pooled.listener.output
-    env = {**pooled.env, "PGOBSERVE_TEST_LOCK_KEY": str(random.randrange(1, 2**31))}
-    listener = Process("pooled listener", ["-m", "django", "pgobserve", "listen"], env)
+    assert "listener connects through a pooler" not in pooled.listener.output
+    # The leader lock's key is the direct listener's: this one stands by (it takes no lock
+    # and LISTENs on nothing, which would stay on the pooler's shared server session).
+    listener = Process("pooled listener", ["-m", "django", "pgobserve", "listen"], pooled.env)
     try:
         listener.wait_for("pgobserve listener connects through a pooler")
     finally:
