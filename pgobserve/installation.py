@@ -157,3 +157,23 @@ def queue_usage(alias: str | None = None) -> float:
     with connections[alias or conf.database()].cursor() as cursor:
         cursor.execute("SELECT pg_notification_queue_usage()")
         return float(cursor.fetchone()[0])
+
+
+#: Old rows older than this (seconds) mean no listener sweeps them: a leading listener
+#: deletes them ``observer.feed.KEEP_OLD_ROWS`` (2 minutes) after they were written.
+OLD_ROWS_STALE_AFTER = 600.0
+
+
+def oldest_old_row_age(alias: str | None = None) -> float | None:
+    """Seconds since the oldest row of ``pgobserve_old_row`` was written; None when there is
+    none (or no such table). Without a listener they pile up: every UPDATE and DELETE of a
+    model-observed table writes one."""
+    table = sql.quote_ident(sql.OLD_ROWS)
+    with connections[alias or conf.database()].cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [table])
+        if cursor.fetchone()[0] is None:
+            return None
+        # By id, not by ``at``: the primary key's index finds it without a scan.
+        cursor.execute(f"SELECT extract(epoch FROM now() - at) FROM {table} ORDER BY id LIMIT 1")
+        row = cursor.fetchone()
+        return None if row is None else max(0.0, float(row[0]))

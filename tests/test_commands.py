@@ -343,7 +343,15 @@ def test_the_example_trigger_migration_matches_the_current_template():
     assert migration.BACKWARD == [s for spec in specs for s in sql.render_drop(spec)]
 
 
+def no_old_rows() -> None:
+    """Empty the old-row table (in the test's transaction): the session's other tests left
+    rows that no listener swept, whose age would count."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {sql.quote_ident(sql.OLD_ROWS)}")
+
+
 def test_status_check_fails_until_every_table_is_current():
+    no_old_rows()
     run("status", "--check")  # the session install: all current
     with connection.cursor() as cursor:
         cursor.execute("DROP TRIGGER pgobserve_insert ON testapp_item")
@@ -351,6 +359,27 @@ def test_status_check_fails_until_every_table_is_current():
         run("status", "--check")
     run("install")
     run("status", "--check")
+
+
+def test_status_says_when_old_rows_pile_up_without_a_listener():
+    """Every UPDATE and DELETE of a model-observed table keeps a row that a leading listener
+    deletes 2 minutes later: rows older than that (10 minutes) mean none runs."""
+    no_old_rows()
+    assert "Oldest row kept" not in run("status")
+    old_rows = sql.quote_ident(sql.OLD_ROWS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {old_rows} (xid, tbl, image, at)"
+            " VALUES (pg_current_xact_id(), 'tasks_task', '{}', now() - interval '1 minute')"
+        )
+    assert "written 60 s ago" in run("status")
+    run("status", "--check")  # a listener has two minutes to delete it
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {old_rows} SET at = now() - interval '1 hour'")
+    out = run("status")
+    assert "written 3600 s ago" in out and "No listener deletes them" in out
+    with pytest.raises(CommandError, match="Old rows pile up"):
+        run("status", "--check")
 
 
 def test_listen_warns_at_startup_about_tables_without_triggers(caplog):

@@ -99,10 +99,21 @@ class Command(BaseCommand):
             )
         usage = installation.queue_usage(database)
         self.stdout.write(f"Notification queue usage: {usage:.1%}")
+        problems = []
+        age = installation.oldest_old_row_age(database)
+        if age is not None:
+            self.stdout.write(f"Oldest row kept for model observers: written {age:.0f} s ago")
+            if age > installation.OLD_ROWS_STALE_AFTER:
+                self.stdout.write(
+                    "No listener deletes them (a leading `manage.py pgobserve listen` does, "
+                    "2 minutes after they were written): they pile up."
+                )
+                problems.append("Old rows pile up: no listener deletes them.")
         if any(e.state in (installation.OUTDATED, installation.MISSING) for e in entries):
             self.stdout.write("Run `manage.py pgobserve install` to bring them up to date.")
-            if check:  # for deploy scripts, like `makemigrations --check`
-                raise CommandError("Some observed tables have no current triggers.")
+            problems.insert(0, "Some observed tables have no current triggers.")
+        if check and problems:  # for deploy scripts and monitoring, like `makemigrations --check`
+            raise CommandError(" ".join(problems))
 
     # listen -------------------------------------------------------------------------------
 
