@@ -76,7 +76,7 @@ class QuerySubscriptions(Watch):
         self.table = table
         self.subs: dict[str, QuerySubscription] = {}
         #: How fresh the rows this socket holds are (its snapshots and push reads): a
-        #: shared read older than them is not taken (``shared.py``).
+        #: refresh takes no shared read older than this was when it began (``shared.py``).
         self.fresh = Watermark()
 
     def __repr__(self) -> str:
@@ -103,32 +103,42 @@ class QuerySubscriptions(Watch):
             for key, pk in candidates.items():
                 verb = "update" if any(key in sub.held for sub in subs) else "create"
                 allowed_before[key] = await self.consumer.may_push(verb, pk=pk)
+        # Every read of this refresh must be newer than what the subscriptions hold when it
+        # starts; not than each other (one subscription's rows come from one read), so
+        # sockets holding the same queries in another order still share their reads.
+        floor = self.fresh.stamp
         if changed is None:
             # Unknown rows changed, or so many that reading them all costs more than
             # re-running each query (which returns only its own rows): re-run, compare.
             for sub in subs:
-                rows = await self._read(batches, "query", str(sub.condition), sub.condition)
+                rows = await self._read(floor, batches, "query", str(sub.condition), sub.condition)
                 current = {key: (pk, data) for key, pk, data in rows}
                 await self._settle(sub, current, set(sub.held), allowed_before)
             return
         conditions = [sub.condition for sub in subs]
         matches = await self._read(
-            batches, "matches", (tuple(sorted(changed)), tuple(map(str, conditions))),
+            floor, batches, "matches", (tuple(sorted(changed)), tuple(map(str, conditions))),
             list(changed.values()), conditions,
         )  # fmt: skip
         for index, sub in enumerate(subs):
             current = {key: (pk, data) for key, pk, data, member in matches if member[index]}
             await self._settle(sub, current, set(changed), allowed_before)
 
-    async def _read(self, batches: frozenset | None, kind: str, key: Any, *args: Any) -> Any:
+    async def _read(
+        self, floor: int, batches: frozenset | None, kind: str, key: Any, *args: Any
+    ) -> Any:
         """Run ``read_query`` / ``read_query_matches`` in one snapshot (membership and data
         of one committed state), once per process for consumers of a class with
-        ``share_reads`` (same batch, same query)."""
+        ``share_reads`` (same batch, same query), and never a shared read made before
+        ``floor`` (the stamp of what the subscriptions held when the refresh began)."""
         method = "read_query" if kind == "query" else "read_query_matches"
         read = in_feed_snapshot(getattr(self.consumer, method))
-        return await self.consumer.read_for_batch(
-            batches, (kind, self.table, key), lambda: read(*args), self.fresh
+        mark = Watermark(floor)
+        result = await self.consumer.read_for_batch(
+            batches, (kind, self.table, key), lambda: read(*args), mark
         )
+        self.fresh.reached(mark.stamp)
+        return result
 
     async def _settle(
         self,

@@ -53,8 +53,8 @@ class Watermark:
 
     __slots__ = ("stamp",)
 
-    def __init__(self) -> None:
-        self.stamp = 0
+    def __init__(self, stamp: int = 0) -> None:
+        self.stamp = stamp
 
     def reached(self, ended: int) -> None:
         self.stamp = max(self.stamp, ended)
@@ -65,13 +65,18 @@ class _Shared:
 
     __slots__ = ("task", "begun", "ended")
 
-    def __init__(self, task: asyncio.Future) -> None:
-        self.task, self.begun, self.ended = task, stamp(), 0
-        # Registered before any waiter's callback, so it has run when a waiter resumes.
-        task.add_done_callback(self._end)
+    def __init__(self, read: Callable[[], Awaitable[Any]]) -> None:
+        self.begun, self.ended = stamp(), 0
+        # A task of its own: a socket that closes mid-read must not cancel the others'.
+        self.task = asyncio.ensure_future(self._run(read))
 
-    def _end(self, task: asyncio.Future) -> None:
-        self.ended = stamp()
+    async def _run(self, read: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await read()
+        finally:
+            # Inside the task, not in a done-callback: a socket that finds the task done
+            # (before its callbacks ran) finds this stamped too.
+            self.ended = stamp()
 
 
 _reads: dict[Hashable, _Shared] = {}
@@ -91,8 +96,7 @@ async def read_once(
         or shared.task.get_loop() is not loop
         or (watermark is not None and shared.begun <= watermark.stamp)
     ):
-        # A task of its own: a socket that closes mid-read must not cancel the others'.
-        shared = _reads[key] = _Shared(asyncio.ensure_future(read()))
+        shared = _reads[key] = _Shared(read)
         loop.call_later(KEEP_SECONDS, _forget, key, shared)
     result = await _result_of(shared.task)
     if watermark is not None:

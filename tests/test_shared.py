@@ -117,3 +117,19 @@ async def test_sockets_in_step_share_every_read():
         )
         assert values == [batch] * 5
     assert db.reads == 3
+
+
+async def test_a_read_found_already_done_raises_the_watermark_too():
+    """Socket C asks for batch 1 just as E's read of it ends (its task done, its callbacks
+    not run yet): C's watermark still rises past it, so for batch 2 C does not take the
+    older read D made earlier."""
+    db = Database()
+    d, e, c = shared.Watermark(), shared.Watermark(), shared.Watermark()
+    assert await shared.read_once("batch 2", db.read, d) == 1
+    db.version = 2
+    made = asyncio.ensure_future(shared.read_once("batch 1", db.read, e))
+    await asyncio.sleep(0)  # E made its read, which ends in the next turn
+    late = asyncio.ensure_future(shared.read_once("batch 1", db.read, c))  # runs after it
+    assert await made == 2 and await late == 2
+    assert db.reads == 2  # C took E's read, found done
+    assert await shared.read_once("batch 2", db.read, c) == 2  # not D's older 1
