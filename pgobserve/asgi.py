@@ -24,7 +24,7 @@ class PgObserveRouter:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
         inprocess.ensure_started()

@@ -62,7 +62,7 @@ class ActionMissingException(exceptions.APIException):
 class APIConsumerMetaclass(type):
     """Record every method marked by ``@action`` under its action name."""
 
-    def __new__(mcs, name: str, bases: tuple, body: dict) -> type:
+    def __new__(mcs, name: str, bases: tuple[type, ...], body: dict[str, Any]) -> type:
         cls: Any = super().__new__(mcs, name, bases, body)
         cls.available_actions = {}
         for method_name in dir(cls):
@@ -98,13 +98,13 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             writable=self.send_gate.writable,
             clear=self.send_gate.clear,
         )
-        self.detached_tasks: list[asyncio.Task] = []
+        self.detached_tasks: list[asyncio.Task[Any]] = []
         #: The process's change feed (``hub.py``), once connected.
         self.hub: hub.Hub | None = None
 
     # connection ---------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Channels' ``AsyncConsumer.__call__``, changed so the socket outlives trouble:
         channel-layer errors are waited out (``Memberships.receive``) instead of closing
         the socket with 1011, and the consumer leaves its groups and stops its tasks
@@ -126,7 +126,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         finally:
             await self._end()
 
-    async def websocket_connect(self, message: dict) -> None:
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
         inprocess.ensure_started()
         try:
             if not await self._may_connect(message):
@@ -144,7 +144,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         except DenyConnection:
             await self.close()
 
-    async def _may_connect(self, message: dict) -> bool:
+    async def _may_connect(self, message: dict[str, Any]) -> bool:
         """``can_connect`` of every permission, then the session and user checks (which
         join their groups first, so a logout right after is not missed)."""
         for permission in await self.get_permissions(action="connect"):
@@ -162,7 +162,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             return not identity.closed
         return True
 
-    async def websocket_disconnect(self, message: dict) -> None:
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         await self._end()
         await super().websocket_disconnect(message)  # disconnect(), then StopConsumer
 
@@ -185,13 +185,13 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             await hub.leave(feed, self.watches)
         await self.memberships.close()
 
-    def start_detached(self, coroutine: Any) -> asyncio.Task:
+    def start_detached(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
         self.detached_tasks.append(task)
         task.add_done_callback(self._detached_done)
         return task
 
-    def _detached_done(self, task: asyncio.Task) -> None:
+    def _detached_done(self, task: asyncio.Task[Any]) -> None:
         if task in self.detached_tasks:
             self.detached_tasks.remove(task)
         if not task.cancelled() and task.exception() is not None:
@@ -220,7 +220,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
 
     # the change feed ----------------------------------------------------------------------
 
-    async def dispatch(self, message: dict) -> None:
+    async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale DB connections (a thread hop) before every handler. The
         # change-feed handlers touch no database, and skipping the hop lets a burst of
         # shard messages be queued up in a few loop turns and merged into one read.
@@ -234,13 +234,13 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
     # The hub (``hub.py``) hands the listener's messages to ``self.watches``; these take
     # the same messages sent to the consumer's own channel.
 
-    async def pgobserve_change(self, message: dict) -> None:
+    async def pgobserve_change(self, message: dict[str, Any]) -> None:
         self.watches.changed(message.get("table", ""), message.get("pks"), message.get("batch"))
 
-    async def pgobserve_sequence(self, message: dict) -> None:
+    async def pgobserve_sequence(self, message: dict[str, Any]) -> None:
         pass
 
-    async def pgobserve_resync(self, message: dict) -> None:
+    async def pgobserve_resync(self, message: dict[str, Any]) -> None:
         self.watches.resync()
 
     # permissions --------------------------------------------------------------------------
@@ -339,7 +339,9 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             return
         await self.handle_action(action, request_id=request_id, **content)
 
-    async def get_action_name(self, content: dict, **kwargs: Any) -> tuple[Any, dict]:
+    async def get_action_name(
+        self, content: dict[str, Any], **kwargs: Any
+    ) -> tuple[Any, dict[str, Any]]:
         """(action name, the action's keyword arguments); override for another envelope."""
         action = content.pop("action")
         return action, content
@@ -403,7 +405,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
             logger.exception("could not send the error reply")
 
     @staticmethod
-    def _format_errors(errors: Any) -> list:
+    def _format_errors(errors: Any) -> list[Any]:
         if isinstance(errors, list):
             return errors
         return [errors]
@@ -414,7 +416,7 @@ class AsyncAPIConsumer(AsyncJsonWebsocketConsumer, metaclass=APIConsumerMetaclas
         self,
         action: str | None,
         data: Any = None,
-        errors: list | None = None,
+        errors: list[Any] | None = None,
         status: int = 200,
         request_id: Any = None,
     ) -> None:

@@ -64,7 +64,7 @@ def _split(key: str, allowed: dict[str, set[str]]) -> tuple[str, str]:
     return key, ""
 
 
-def _convert(field: models.Field, lookup: str, value: Any) -> Any:
+def _convert(field: models.Field[Any, Any], lookup: str, value: Any) -> Any:
     if lookup == "isnull":
         if not isinstance(value, bool):
             raise ValidationError("Must be true or false.")

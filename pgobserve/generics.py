@@ -154,8 +154,8 @@ def _consistent(read: Callable[..., R]) -> Callable[..., R]:
 class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     """Set ``queryset`` and ``serializer_class``; override the ``get_*`` methods as in DRF."""
 
-    queryset: QuerySet | None = None
-    serializer_class: type[Serializer] | None = None
+    queryset: QuerySet[Any] | None = None
+    serializer_class: type[Serializer[Any]] | None = None
     lookup_field: str = "pk"
     #: True when ``get_queryset()``, ``filter_queryset()`` and the serializer's output do
     #: not depend on the socket: a change is then read and serialized once per process
@@ -171,7 +171,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
     #: so None (unset) and True behave alike; an explicit False stops only that.
     observer_many_to_many_relationships: bool | None = None
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """While a consumer runs, pgobserve keeps its push connection open."""
         feed_connection.hold()
         try:
@@ -179,7 +179,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         finally:
             await feed_connection.release()
 
-    def get_queryset(self, **kwargs: Any) -> QuerySet:
+    def get_queryset(self, **kwargs: Any) -> QuerySet[Any]:
         assert self.queryset is not None, (
             f"'{self.__class__.__name__}' should either include a `queryset` attribute, "
             "or override the `get_queryset()` method."
@@ -187,11 +187,11 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
         queryset = self.queryset
         return queryset.all() if isinstance(queryset, QuerySet) else queryset
 
-    def filter_queryset(self, queryset: QuerySet, **kwargs: Any) -> QuerySet:
+    def filter_queryset(self, queryset: QuerySet[Any], **kwargs: Any) -> QuerySet[Any]:
         """Narrow the queryset for this socket (e.g. to the user's rows). Applies to pushes."""
         return queryset
 
-    def get_serializer_class(self, **kwargs: Any) -> type[Serializer]:
+    def get_serializer_class(self, **kwargs: Any) -> type[Serializer[Any]]:
         assert self.serializer_class is not None, (
             f"'{self.__class__.__name__}' should either include a `serializer_class` "
             "attribute, or override the `get_serializer_class()` method."
@@ -203,7 +203,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     def get_serializer(
         self, action_kwargs: dict[str, Any] | None = None, *args: Any, **kwargs: Any
-    ) -> Serializer:
+    ) -> Serializer[Any]:
         action_kwargs = action_kwargs or {}
         serializer_class = self.get_serializer_class(**action_kwargs)
         kwargs["context"] = self.get_serializer_context(**action_kwargs)
@@ -260,7 +260,7 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     # joined tables (see ``relations.py``) ------------------------------------------------
 
-    def joined_tables(self, queryset: QuerySet | None = None) -> list[str]:
+    def joined_tables(self, queryset: QuerySet[Any] | None = None) -> list[str]:
         """The observed tables besides its own that ``queryset`` (default: the pushes'
         ``filter_queryset(get_queryset())``) reads, and the ``through`` tables of its
         model's many-to-many fields, whose changes re-check what this socket watches; none
@@ -311,8 +311,8 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
 
     async def read_for_batch(
         self,
-        batches: frozenset | None,
-        key: tuple,
+        batches: frozenset[str | None] | None,
+        key: tuple[Any, ...],
         read: Callable[[], Awaitable[Any]],
         watermark: shared.Watermark | None = None,
     ) -> Any:
@@ -330,11 +330,13 @@ class GenericAsyncAPIConsumer(AsyncAPIConsumer):
             return result
         return await shared.read_once((type(self), batches, *key), read, watermark)
 
-    def _shares_reads(self, batches: frozenset | None) -> bool:
+    def _shares_reads(self, batches: frozenset[str | None] | None) -> bool:
         """Whether reads for ``batches`` may be shared (see ``read_for_batch``)."""
         return bool(self.share_reads and batches) and not may_refuse(self)
 
-    async def read_rows_batch(self, pks: list[Any], batches: frozenset | None) -> dict[str, Any]:
+    async def read_rows_batch(
+        self, pks: list[Any], batches: frozenset[str | None] | None
+    ) -> dict[str, Any]:
         """``read_rows`` for a batch of changes: shared as ``read_for_batch`` says, and
         gathered with the rows other sockets of this class ask for in the same batch (one
         read for a batch that changed each socket's own row, ``shared.py``)."""

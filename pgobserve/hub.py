@@ -72,7 +72,7 @@ class Hub:
         self.missed = 0
         self.memberships: Memberships | None = None
         self._started: asyncio.Future[None] | None = None
-        self._receiving: asyncio.Task | None = None
+        self._receiving: asyncio.Task[None] | None = None
         self.closed = False
 
     # lifetime ---------------------------------------------------------------------------

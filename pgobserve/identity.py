@@ -47,7 +47,9 @@ class IdentityWatch(Watch):
     def group(self) -> str:
         return groups.group_for_pk(self.table, self.key, conf.shards())
 
-    async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
+    async def refresh(
+        self, pks: dict[str, Any] | None, batches: frozenset[str | None] | None = None
+    ) -> None:
         if pks is None or self.key in pks:
             await self.identity.check()
 

@@ -28,9 +28,9 @@ __all__: list[str] = []  # internal: no public API
 
 logger = logging.getLogger("pgobserve.listener")
 
-_running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Listener, asyncio.Task]] = (
-    weakref.WeakKeyDictionary()
-)
+_running: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[Listener, asyncio.Task[None]]
+] = weakref.WeakKeyDictionary()
 
 
 def ensure_started() -> Listener | None:
@@ -53,7 +53,7 @@ def ensure_started() -> Listener | None:
     return listener
 
 
-def _log_end(task: asyncio.Task) -> None:
+def _log_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("pgobserve in-process listener failed", exc_info=task.exception())
 

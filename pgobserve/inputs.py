@@ -112,7 +112,7 @@ def refuse_unstorable_text(value: str) -> None:
         ) from None
 
 
-def model_field(model: type[models.Model], path: str) -> models.Field:
+def model_field(model: type[models.Model], path: str) -> models.Field[Any, Any]:
     """The field a lookup path (``"slug"``, ``"pk"``, ``"project__owner"``) ends at;
     ``FieldDoesNotExist`` if it names none."""
     field: Any = None
@@ -124,14 +124,14 @@ def model_field(model: type[models.Model], path: str) -> models.Field:
     return field
 
 
-def column_field(field: models.Field) -> models.Field:
+def column_field(field: models.Field[Any, Any]) -> models.Field[Any, Any]:
     """The field whose column holds ``field``'s values (a foreign key's target)."""
     while field.is_relation and (target := getattr(field, "target_field", None)) is not None:
         field = target
     return field
 
 
-def column_value(field: models.Field, value: Any) -> Any:
+def column_value(field: models.Field[Any, Any], value: Any) -> Any:
     """``value`` converted by ``field`` as a lookup or filter value; ``ValidationError``
     (Django's) with a message for the client if no row could hold it."""
     field = column_field(field)

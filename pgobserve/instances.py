@@ -152,7 +152,9 @@ class InstanceSubscriptions(Watch):
                 del self.rows[key]
         return removed
 
-    async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
+    async def refresh(
+        self, pks: dict[str, Any] | None, batches: frozenset[str | None] | None = None
+    ) -> None:
         """One read of the watched rows among ``pks``, then the pushes that changed.
 
         Every push of the batch is decided (permission checks included) before the first

@@ -431,8 +431,8 @@ class Listener:
         in-memory one) keeps the batch's order across groups."""
         layer = self.channel_layer
         slots = asyncio.Semaphore(SEND_CONCURRENCY)
-        last: dict[str, asyncio.Future] = {}
-        sends: list[asyncio.Future] = []
+        last: dict[str, asyncio.Future[None]] = {}
+        sends: list[asyncio.Future[None]] = []
 
         async def send(group: str, message: dict[str, Any]) -> None:
             try:

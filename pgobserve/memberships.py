@@ -66,8 +66,8 @@ class Memberships:
         #: Every group the consumer means to be in, joined or (during an outage) not yet.
         self.names = names
         self._on_rejoined = on_rejoined
-        self._keeper: asyncio.Task | None = None
-        self._recovery: asyncio.Task | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
         self._closed = False
         self._keeping = False
 

@@ -68,7 +68,7 @@ class CreateModelMixin(_Host):
     """``create``: validate ``data`` with the serializer, ``perform_create``, reply 201."""
 
     @action()
-    def create(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
+    def create(self, data: dict[str, Any], **kwargs: Any) -> tuple[Any, int]:
         serializer = self.get_serializer(data=data, action_kwargs=kwargs)
         serializer.is_valid(raise_exception=True)
         self.perform_create(serializer, **kwargs)
@@ -121,7 +121,7 @@ class UpdateModelMixin(_Host):
     """``update``: validate ``data`` against the row the lookup value names, ``perform_update``."""
 
     @action()
-    def update(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
+    def update(self, data: dict[str, Any], **kwargs: Any) -> tuple[Any, int]:
         return _save(self, data, False, self.perform_update, kwargs)
 
     def perform_update(self, serializer: Any, **kwargs: Any) -> None:
@@ -132,7 +132,7 @@ class PatchModelMixin(_Host):
     """``patch`` only (as in DCRF, it does not bring ``update``)."""
 
     @action()
-    def patch(self, data: dict, **kwargs: Any) -> tuple[Any, int]:
+    def patch(self, data: dict[str, Any], **kwargs: Any) -> tuple[Any, int]:
         return _save(self, data, True, self.perform_patch, kwargs)
 
     def perform_patch(self, serializer: Any, **kwargs: Any) -> None:

@@ -31,7 +31,7 @@ class Outage:
     def __init__(self, what: str, probe: Callable[[], Awaitable[object]]) -> None:
         self.what = what
         self._probe = probe
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._logged_at = -LOG_EVERY
         self._logged = False
 

@@ -55,7 +55,7 @@ class WebsocketLimitOffsetPagination(LimitOffsetPagination):
 
     # DCRF's API, not DRF's (so each override's `ignore[override]`): the socket's scope and
     # the message's keys stand for the request, and the reply's data for a Response.
-    def get_paginated_response(self, data: Any) -> OrderedDict:  # type: ignore[override]
+    def get_paginated_response(self, data: Any) -> OrderedDict[str, Any]:  # type: ignore[override]
         return OrderedDict(
             [
                 ("count", self.count),

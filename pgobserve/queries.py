@@ -85,7 +85,9 @@ class QuerySubscriptions(Watch):
     def totals(self) -> tuple[int, int]:
         return len(self.subs), sum(len(sub.held) for sub in self.subs.values())
 
-    async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
+    async def refresh(
+        self, pks: dict[str, Any] | None, batches: frozenset[str | None] | None = None
+    ) -> None:
         subs = list(self.subs.values())
         if not subs:
             return
@@ -125,7 +127,7 @@ class QuerySubscriptions(Watch):
             await self._settle(sub, current, set(changed), allowed_before)
 
     async def _read(
-        self, floor: int, batches: frozenset | None, kind: str, key: Any, *args: Any
+        self, floor: int, batches: frozenset[str | None] | None, kind: str, key: Any, *args: Any
     ) -> Any:
         """Run ``read_query`` / ``read_query_matches`` in one snapshot (membership and data
         of one committed state), once per process for consumers of a class with
@@ -197,7 +199,7 @@ class ObserverQueryMixin(_Host):
         condition = self.get_query_filter(filters, **kwargs)
         return condition, self.joined_tables(self._query_base().filter(condition))
 
-    def _query_base(self) -> QuerySet:
+    def _query_base(self) -> QuerySet[Any]:
         call = {"action": "update"}
         queryset = self.filter_queryset(self.get_queryset(**call), **call)
         return queryset if queryset.ordered else queryset.order_by("pk")

@@ -46,7 +46,7 @@ logger = logging.getLogger("pgobserve.consumers")
 _warned: set[tuple[type, str]] = set()
 
 
-def joined_tables(queryset: QuerySet | Query) -> set[str]:
+def joined_tables(queryset: QuerySet[Any] | Query) -> set[str]:
     """Every table ``queryset`` reads besides its own model's, subqueries included."""
     query = queryset.query if isinstance(queryset, QuerySet) else queryset
     found: set[str] = set()
@@ -114,7 +114,7 @@ def many_to_many_tables(model: Any) -> set[str]:
 
 
 def followed_tables(
-    consumer_class: type, queryset: QuerySet | Query, many_to_many: bool = False
+    consumer_class: type, queryset: QuerySet[Any] | Query, many_to_many: bool = False
 ) -> list[str]:
     """The observed tables besides its own that ``queryset`` reads, sorted; a joined table
     without triggers is logged once per consumer class and left out. ``many_to_many``:

@@ -104,7 +104,7 @@ async def read_once(
     return result
 
 
-async def _result_of(task: asyncio.Future) -> Any:
+async def _result_of(task: asyncio.Future[Any]) -> Any:
     """``task``'s result, awaited by one of many consumers sharing it. A future per waiter,
     not ``asyncio.shield``: a cancelled waiter cancels only its own future, and 1,000
     waiters cost 1,000 callbacks, not 1,000 shields."""
@@ -115,7 +115,7 @@ async def _result_of(task: asyncio.Future) -> Any:
     return await waiter
 
 
-def _settle(waiter: asyncio.Future, task: asyncio.Future) -> None:
+def _settle(waiter: asyncio.Future[Any], task: asyncio.Future[Any]) -> None:
     if waiter.done():
         return
     if task.cancelled():

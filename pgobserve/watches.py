@@ -60,7 +60,9 @@ class Watch:
 
     table: str
 
-    async def refresh(self, pks: dict[str, Any] | None, batches: frozenset | None = None) -> None:
+    async def refresh(
+        self, pks: dict[str, Any] | None, batches: frozenset[str | None] | None = None
+    ) -> None:
         """Re-read what is watched among ``pks`` (pk_key → pk; None: everything) and push.
 
         ``batches``: the listener batch ids these changes came in (None if unknown), the
@@ -99,7 +101,7 @@ class WatchRegistry:
         #: Joined table → {watched table: subscriptions following it}: a change of a table
         #: a queryset joins re-checks everything watched on its own table (``relations.py``).
         self._routes: dict[str, Counter[str]] = {}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._arrivals = 0
         #: Failed flushes in a row (0: healthy).
         self.failures = 0

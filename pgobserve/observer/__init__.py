@@ -25,7 +25,7 @@ def observer(signal: Signal, **kwargs: Any) -> Callable[[Callable[..., Any]], Ob
 
 def model_observer(
     model: type[Model],
-    serializer_class: type[Serializer] | None = None,
+    serializer_class: type[Serializer[Any]] | None = None,
     many_to_many: bool = False,
     **kwargs: Any,
 ) -> Callable[[Callable[..., Any]], ModelObserver]:

@@ -25,7 +25,7 @@ __all__ = ["BaseObserver"]
 ObserverT = TypeVar("ObserverT", bound="BaseObserver")
 
 
-class BoundObserver(partial):
+class BoundObserver(partial[Any]):
     """An observer bound to one consumer: its methods get ``consumer=`` filled in."""
 
     def __getattr__(self, name: str) -> Any:

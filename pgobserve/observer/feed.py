@@ -89,7 +89,7 @@ class ObserverFeed:
         self.alias = alias or conf.database()
         self._waiting: list[list[Change]] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._next_sweep = 0.0
         #: Sweep until then (old rows were seen lately).
         self._sweep_until = 0.0

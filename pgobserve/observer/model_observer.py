@@ -52,7 +52,7 @@ class ModelObserver(BaseObserver):
         func: Callable[..., Any],
         model_cls: type[Model],
         partition: str = "*",
-        serializer_class: type[Serializer] | None = None,
+        serializer_class: type[Serializer[Any]] | None = None,
         many_to_many: bool = False,
     ) -> None:
         super().__init__(func, partition=partition)
