@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -22,6 +23,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_started(
+    proc: subprocess.Popen, answers: Callable[[], bool], what: str, timeout: float = 10
+) -> None:
+    """Return once ``answers()``; fail if ``proc`` exits or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not answers():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError(f"{what} did not start")
+        time.sleep(0.05)
 
 
 class ThrowawayPostgres:
@@ -133,11 +145,7 @@ class ThrowawayRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while not self._answers():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"redis-server on port {self.port} did not start")
-            time.sleep(0.05)
+        wait_started(self.proc, self._answers, f"redis-server on port {self.port}", timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -164,9 +172,8 @@ class ThrowawayPgBouncer:
     def __init__(
         self, host: str, port: int | str, user: str = "postgres", password: str = ""
     ) -> None:
-        self.binary = shutil.which("pgbouncer") or next(
-            (path for path in ("/usr/sbin/pgbouncer",) if os.path.exists(path)), None
-        )
+        # Debian installs it in /usr/sbin, which a user's PATH may not have.
+        self.binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
         if self.binary is None:
             raise FileNotFoundError("pgbouncer is not installed")
         self.port, self.user = free_port(), user
@@ -190,17 +197,16 @@ class ThrowawayPgBouncer:
             os.chmod(path, 0o644)
         # As root, PgBouncer (which refuses root) runs as the owner of a socket folder, so
         # it can reach the server's socket there (the embedded server's), else as nobody.
-        runs_as = ["-u", _owner(host) if os.path.isdir(host) else "nobody"]
-        runs_as = runs_as if os.geteuid() == 0 else []
+        owner = _owner(host) if os.path.isdir(host) else "nobody"
+        runs_as = ["-u", owner] if os.geteuid() == 0 else []
         self.proc = subprocess.Popen(
             [self.binary, *runs_as, ini], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 10
-        while not self._answers():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise AssertionError(f"pgbouncer on port {self.port} did not start")
-            time.sleep(0.05)
+        try:
+            wait_started(self.proc, self._answers, f"pgbouncer on port {self.port}")
+        except AssertionError:
+            self.close()
+            raise
 
     def _answers(self) -> bool:
         try:
